@@ -1,0 +1,144 @@
+"""Tiny array-backend shim: NumPy or torch, told apart without importing torch.
+
+torch is looked up in ``sys.modules`` only: if the caller has never imported torch, no object
+they hand us can be a tensor, so there is nothing to import (the array-api-compat idea).
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import TYPE_CHECKING, Any, TypeVar, Union
+
+import numpy as np
+
+if TYPE_CHECKING:
+    import torch
+
+    Array = Union[np.ndarray, torch.Tensor]
+else:
+    Array = Any
+
+#: An array that keeps its type through a function: NumPy in, NumPy out; torch in, torch out.
+A = TypeVar("A", np.ndarray, "torch.Tensor")
+
+#: A noise level: a Python float, a 0-d array, or one value per sample (shape ``(B,)``).
+SigmaLike = Union[float, Array]
+
+
+def torch_module() -> Any | None:
+    """Return the ``torch`` module if the caller has imported it, else ``None`` (never imports)."""
+    mod = sys.modules.get("torch")
+    # ``sys.modules["torch"] = None`` is how a process blocks torch; treat it as absent.
+    return mod if mod is not None and hasattr(mod, "Tensor") else None
+
+
+def is_torch(x: object) -> bool:
+    """Return whether ``x`` is a ``torch.Tensor``, without importing torch."""
+    torch = torch_module()
+    return torch is not None and isinstance(x, torch.Tensor)
+
+
+def is_numpy(x: object) -> bool:
+    """Return whether ``x`` is a NumPy array or NumPy scalar."""
+    return isinstance(x, np.ndarray | np.generic)
+
+
+def is_scalar(x: object) -> bool:
+    """Return whether ``x`` is a Python or NumPy real number (not an array)."""
+    return isinstance(x, float | int | np.floating | np.integer) and not isinstance(x, bool)
+
+
+def to_float(x: object) -> float:
+    """Convert a Python/NumPy number or a one-element array/tensor to a Python float.
+
+    For a tensor on an accelerator this reads its value back to the host (a sync); callers
+    use it only outside the per-step path.
+    """
+    if is_torch(x):
+        return float(x.reshape(()).item())  # type: ignore[union-attr]
+    return float(np.asarray(x).reshape(()))
+
+
+def append_dims(sigma: Any, ndim: int) -> Any:
+    """Give ``sigma`` trailing singleton axes so that it broadcasts over an array of ``ndim`` axes.
+
+    A Python float or a 0-d array is returned unchanged; an array of shape ``(B,)`` becomes
+    ``(B, 1, ..., 1)``. This is the one place where per-sample noise levels are broadcast.
+
+    Raises
+    ------
+    ValueError
+        If ``sigma`` has more axes than the array it should broadcast over.
+    """
+    sdim = getattr(sigma, "ndim", 0)
+    if sdim == 0:
+        return sigma
+    if sdim > ndim:
+        raise ValueError(
+            f"sigma has {sdim} axes (shape {tuple(sigma.shape)}) but the sample has only {ndim}; "
+            "pass one noise level per sample, shape (B,)."
+        )
+    return sigma.reshape(tuple(sigma.shape) + (1,) * (ndim - sdim))
+
+
+def like(value: Any, x: Any) -> Any:
+    """Return ``value`` (a float or array) as an array of ``x``'s type, dtype and device.
+
+    Python floats pass through untouched: they already take the dtype of the array they
+    meet (NumPy 2 and torch both treat them as "weak").
+    """
+    if isinstance(value, float | int):
+        return float(value)
+    if is_torch(x):
+        torch = torch_module()
+        assert torch is not None
+        if isinstance(value, torch.Tensor):
+            return value.to(device=x.device, dtype=x.dtype)
+        return torch.as_tensor(np.asarray(value), device=x.device).to(x.dtype)
+    if is_torch(value):
+        value = value.detach().cpu().numpy()  # type: ignore[union-attr]
+    return np.asarray(value, dtype=x.dtype)
+
+
+def where(cond: Any, a: Any, b: Any) -> Any:
+    """Elementwise ``cond ? a : b`` for NumPy or torch."""
+    if is_torch(cond) or is_torch(a) or is_torch(b):
+        torch = torch_module()
+        assert torch is not None
+        return torch.where(cond, a, b)
+    return np.where(cond, a, b)
+
+
+def _ns(x: Any) -> Any:
+    torch = torch_module()
+    if torch is not None and isinstance(x, torch.Tensor):
+        return torch
+    return np
+
+
+def sqrt(x: Any) -> Any:
+    """Elementwise square root (NumPy or torch)."""
+    return _ns(x).sqrt(x)
+
+
+def log(x: Any) -> Any:
+    """Elementwise natural logarithm (NumPy or torch)."""
+    return _ns(x).log(x)
+
+
+def exp(x: Any) -> Any:
+    """Elementwise exponential (NumPy or torch)."""
+    return _ns(x).exp(x)
+
+
+def minimum(a: Any, b: Any) -> Any:
+    """Elementwise minimum (NumPy or torch); either side may be a Python float."""
+    if is_torch(a) or is_torch(b):
+        torch = torch_module()
+        assert torch is not None
+        if not is_torch(a):
+            a = torch.as_tensor(a, dtype=b.dtype, device=b.device)
+        if not is_torch(b):
+            b = torch.as_tensor(b, dtype=a.dtype, device=a.device)
+        return torch.minimum(a, b)
+    return np.minimum(a, b)

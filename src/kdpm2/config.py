@@ -1,0 +1,283 @@
+"""Configuration records and ``scheduler_config.json`` persistence, compatible with diffusers.
+
+The defaults live in one place, the constructor signature of the configurable class; the
+config is derived from it by introspection, so the two cannot drift.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import os
+import tempfile
+import warnings
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+
+__all__ = ["CONFIG_NAME", "ConfigMixin", "FrozenConfig"]
+
+CONFIG_NAME = "scheduler_config.json"
+
+T = TypeVar("T", bound="ConfigMixin")
+
+
+class FrozenConfig(Mapping[str, Any]):
+    """An immutable mapping with attribute access (``config.beta_schedule``).
+
+    Examples
+    --------
+    >>> c = FrozenConfig({"eta": 1.0})
+    >>> c.eta, c["eta"], dict(c)
+    (1.0, 1.0, {'eta': 1.0})
+    """
+
+    __slots__ = ("_data",)
+
+    def __init__(self, data: Mapping[str, Any] = (), /) -> None:  # type: ignore[assignment]
+        object.__setattr__(self, "_data", dict(data))
+
+    def __getitem__(self, key: str) -> Any:
+        return self._data[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._data)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self._data[name]
+        except KeyError:
+            raise AttributeError(f"config has no key {name!r}") from None
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError("config is read-only; build a new object with from_config(**changes)")
+
+    def __repr__(self) -> str:
+        return f"FrozenConfig({self._data!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Mapping) and dict(self) == dict(other)
+
+    def __hash__(self) -> int:
+        return hash(json.dumps(_jsonable(self._data), sort_keys=True))
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (FrozenConfig, (self._data,))
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, Mapping):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
+    """Write ``text`` to ``path`` via a temporary file and ``os.replace``.
+
+    An interrupted write leaves the old file (or no file) in place, never a partial one.
+    """
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class ConfigMixin:
+    """Give a class a diffusers-compatible ``config`` built from its constructor arguments.
+
+    Subclasses call ``self._register_config(locals())`` at the top of ``__init__``.
+    """
+
+    config_name = CONFIG_NAME
+    _internal_dict: Mapping[str, Any]
+
+    @classmethod
+    def _config_keys(cls) -> dict[str, Any]:
+        """Return the constructor's keyword names and defaults, in signature order."""
+        params = inspect.signature(cls.__init__).parameters
+        return {
+            name: p.default
+            for name, p in params.items()
+            if name != "self" and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+        }
+
+    def _register_config(self, args: Mapping[str, Any]) -> None:
+        keys = self._config_keys()
+        self._internal_dict = FrozenConfig({k: _jsonable(args[k]) for k in keys})
+
+    @property
+    def config(self) -> FrozenConfig:
+        """The constructor arguments this object was built with (read-only mapping)."""
+        cfg = self._internal_dict
+        # a pipeline may swap in its own mapping type (diffusers' FrozenDict); keep it readable
+        return cfg if isinstance(cfg, FrozenConfig) else FrozenConfig(cfg)
+
+    @classmethod
+    def extract_init_dict(
+        cls, config: Mapping[str, Any], **overrides: Any
+    ) -> tuple[dict[str, Any], list[str]]:
+        """Split a config mapping into constructor arguments and the keys we do not know.
+
+        ``_``-prefixed keys are metadata and dropped silently; keys listed in
+        ``_use_default_values`` are treated as absent (diffusers writes it); ``overrides`` win.
+        """
+        known = cls._config_keys()
+        use_default = set(config.get("_use_default_values", ()) or ())
+        init: dict[str, Any] = {}
+        unknown: list[str] = []
+        for key, value in {**dict(config), **overrides}.items():
+            if key.startswith("_"):
+                continue
+            if key in use_default and key not in overrides:
+                continue
+            if key in known:
+                init[key] = value
+            else:
+                unknown.append(key)
+        return init, unknown
+
+    @classmethod
+    def from_config(cls: type[T], config: Any = None, **overrides: Any) -> T:
+        """Build an object from a config mapping (e.g. another scheduler's ``.config``).
+
+        Parameters
+        ----------
+        config : Mapping or object with a ``config`` mapping, optional
+            A dict, a ``FrozenConfig``, diffusers' ``FrozenDict`` or a scheduler. Keys this class
+            does not know are ignored with one warning that lists them.
+        **overrides
+            Constructor arguments that take precedence over ``config``.
+
+        Returns
+        -------
+        The new object.
+        """
+        if config is None:
+            config = {}
+        if not isinstance(config, Mapping) and isinstance(getattr(config, "config", None), Mapping):
+            config = config.config
+        if not isinstance(config, Mapping):
+            raise TypeError(
+                f"config must be a mapping (a dict or a scheduler's .config), got "
+                f"{type(config).__name__}."
+            )
+        init, unknown = cls.extract_init_dict(config, **overrides)
+        if unknown:
+            warnings.warn(
+                f"{cls.__name__}.from_config ignores keys it does not use: {sorted(unknown)}.",
+                stacklevel=2,
+            )
+        return cls(**init)
+
+    def to_json_string(self) -> str:
+        """Serialise the config as diffusers does: sorted keys, indent 2, ``_class_name`` added."""
+        from . import __version__
+
+        data = {
+            **_jsonable(dict(self.config)),
+            "_class_name": type(self).__name__,
+            "_kdpm2_version": __version__,
+        }
+        return json.dumps(data, indent=2, sort_keys=True) + "\n"
+
+    def save_config(self, save_directory: str | os.PathLike[str], **_: Any) -> Path:
+        """Write ``scheduler_config.json`` into ``save_directory`` (created if needed), atomically.
+
+        Returns
+        -------
+        pathlib.Path
+            The file written.
+        """
+        directory = Path(save_directory)
+        if directory.is_file():
+            raise ValueError(
+                f"save_directory {str(directory)!r} is a file; pass a directory to write "
+                f"{self.config_name} into."
+            )
+        directory.mkdir(parents=True, exist_ok=True)
+        path = directory / self.config_name
+        atomic_write_text(path, self.to_json_string())
+        return path
+
+    def save_pretrained(self, save_directory: str | os.PathLike[str], **kwargs: Any) -> Path:
+        """Same as :meth:`save_config` (a scheduler has no weights)."""
+        return self.save_config(save_directory, **kwargs)
+
+    @classmethod
+    def load_config(
+        cls, pretrained_model_name_or_path: str | os.PathLike[str], subfolder: str | None = None,
+        **_: Any,
+    ) -> dict[str, Any]:
+        """Read a ``scheduler_config.json`` (a directory, a ``subfolder`` of one, or the file).
+
+        Raises
+        ------
+        FileNotFoundError
+            No such file (hub names are not supported: everything is local).
+        ValueError
+            The file is not a JSON object.
+        """
+        path = Path(pretrained_model_name_or_path)
+        if subfolder:
+            path = path / subfolder
+        if path.is_dir():
+            path = path / cls.config_name
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"no scheduler config at {str(path)!r}; pass a directory that contains "
+                f"{cls.config_name} (or the file itself). Only local paths are supported."
+            )
+        text = path.read_text(encoding="utf-8")
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise ValueError(
+                f"{path}: not valid JSON ({e.msg} at line {e.lineno}, column {e.colno}); "
+                "fix the file or save it again with save_config()."
+            ) from None
+        if not isinstance(data, dict):
+            raise ValueError(f"{path}: expected a JSON object, got {type(data).__name__}.")
+        data["_source_path"] = str(path)
+        return data
+
+    @classmethod
+    def from_pretrained(
+        cls: type[T],
+        pretrained_model_name_or_path: str | os.PathLike[str],
+        subfolder: str | None = None,
+        **overrides: Any,
+    ) -> T:
+        """Load from a local ``scheduler_config.json`` (see :meth:`load_config`).
+
+        Errors in a value name the file and the key.
+        """
+        data = cls.load_config(pretrained_model_name_or_path, subfolder=subfolder)
+        source = data.pop("_source_path")
+        init, unknown = cls.extract_init_dict(data, **overrides)
+        if unknown:
+            warnings.warn(
+                f"{source}: {cls.__name__} ignores keys it does not use: {sorted(unknown)}.",
+                stacklevel=2,
+            )
+        try:
+            return cls(**init)
+        except (TypeError, ValueError) as e:
+            raise type(e)(f"{source}: {e}") from None

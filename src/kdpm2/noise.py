@@ -1,0 +1,205 @@
+"""Noise sources: torch generators, NumPy generators, and k-diffusion style noise samplers.
+
+The scheduler draws with :func:`draw`, which reproduces diffusers' ``randn_tensor``: the
+noise has the sample's shape, dtype and device; a list of generators draws one sample each
+(so a batch of N gives the same noise as N runs of one); a CPU generator with a tensor on an
+accelerator draws on the CPU and then moves the noise.
+
+NumPy policy: noise comes from ``numpy.random.Generator.standard_normal`` in the sample's
+dtype when that is float32 or float64, else in float32 and then cast (float16). With no
+generator, a fresh unseeded ``numpy.random.default_rng()`` is used: the result is random and
+not reproducible. Pass a generator to reproduce a run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+import numpy as np
+
+from . import _xp
+
+__all__ = ["BrownianTreeNoiseSampler", "NoiseSampler", "check_generator", "draw"]
+
+
+class NoiseSampler(Protocol):
+    """k-diffusion's noise source: ``noise_sampler(sigma, sigma_next) -> standard normal noise``.
+
+    Called once per ancestral step with the step's two noise levels; returns an array shaped
+    like the sample.
+    """
+
+    def __call__(self, sigma: Any, sigma_next: Any) -> Any: ...
+
+
+def _kind(gen: object) -> str:
+    if isinstance(gen, np.random.Generator):
+        return "numpy"
+    torch = _xp.torch_module()
+    if torch is not None and isinstance(gen, torch.Generator):
+        return "torch"
+    return type(gen).__module__ + "." + type(gen).__qualname__
+
+
+def check_generator(generator: Any, sample: Any, *, argument: str = "generator") -> None:
+    """Raise if ``generator`` cannot draw noise for ``sample``.
+
+    Accepts ``None``, one generator, or a list with one generator per sample, of the kind that
+    matches the sample (``torch.Generator`` for tensors, ``numpy.random.Generator`` for arrays).
+
+    Raises
+    ------
+    TypeError
+        Wrong kind of generator (e.g. a ``torch.Generator`` with a NumPy sample).
+    ValueError
+        A list whose length is not the batch size.
+    """
+    if generator is None:
+        return
+    gens = list(generator) if isinstance(generator, list | tuple) else [generator]
+    want = "torch" if _xp.is_torch(sample) else "numpy"
+    sample_type = "torch.Tensor" if want == "torch" else "numpy.ndarray"
+    want_type = "torch.Generator" if want == "torch" else "numpy.random.Generator"
+    for g in gens:
+        kind = _kind(g)
+        if kind != want:
+            got = {"numpy": "numpy.random.Generator", "torch": "torch.Generator"}.get(kind, kind)
+            raise TypeError(
+                f"sample is a {sample_type} but {argument} is a {got}; pass a {want_type} "
+                f"for {sample_type} inputs (or a list of them, one per sample)."
+            )
+    if isinstance(generator, list | tuple) and len(gens) not in (1, sample.shape[0]):
+        raise ValueError(
+            f"{argument} is a list of {len(gens)} generators but the batch has "
+            f"{sample.shape[0]} samples; pass one generator per sample or a single generator."
+        )
+
+
+def _draw_numpy(shape: tuple[int, ...], dtype: Any, gen: np.random.Generator | None) -> Any:
+    rng = gen if gen is not None else np.random.default_rng()
+    native = dtype if dtype in (np.float32, np.float64) else np.float32
+    return rng.standard_normal(shape, dtype=native).astype(dtype, copy=False)
+
+
+def draw(like: Any, generator: Any = None) -> Any:
+    """Draw standard normal noise shaped, typed and placed like ``like``.
+
+    Parameters
+    ----------
+    like : numpy.ndarray or torch.Tensor
+        Shape ``(B, ...)``; the noise takes its shape, dtype and device.
+    generator : generator, list of generators, or None
+        ``torch.Generator`` for tensors, ``numpy.random.Generator`` for arrays; a list draws
+        one sample per generator (shape ``(1, ...)`` each) and concatenates.
+
+    Returns
+    -------
+    array
+        Same type, shape, dtype and device as ``like``.
+
+    Examples
+    --------
+    >>> a = draw(np.zeros((2, 3), np.float32), np.random.default_rng(0))
+    >>> b = np.random.default_rng(0).standard_normal((2, 3), dtype=np.float32)
+    >>> bool((a == b).all()), a.dtype
+    (True, dtype('float32'))
+    """
+    gens = generator
+    if isinstance(gens, list | tuple) and len(gens) == 1:
+        gens = gens[0]
+    if not _xp.is_torch(like):
+        dtype = like.dtype.type
+        if isinstance(gens, list | tuple):
+            one = (1, *like.shape[1:])
+            return np.concatenate([_draw_numpy(one, dtype, g) for g in gens], axis=0)
+        return _draw_numpy(tuple(like.shape), dtype, gens)
+    torch = _xp.torch_module()
+    assert torch is not None
+    device = like.device
+    first = gens[0] if isinstance(gens, list | tuple) else gens
+    rand_device = device
+    if first is not None and first.device.type == "cpu" and device.type != "cpu":
+        rand_device = torch.device("cpu")
+    if isinstance(gens, list | tuple):
+        one = (1, *like.shape[1:])
+        parts = [torch.randn(one, generator=g, device=rand_device, dtype=like.dtype) for g in gens]
+        return torch.cat(parts, dim=0).to(device)
+    noise = torch.randn(tuple(like.shape), generator=gens, device=rand_device, dtype=like.dtype)
+    return noise if rand_device == device else noise.to(device)
+
+
+class BrownianTreeNoiseSampler:
+    """Noise from a Brownian tree: the same seed gives the same noise whatever the step order.
+
+    A noise sampler for :func:`kdpm2.sample_dpm_2_ancestral` built on ``torchsde`` (an optional
+    dependency): ``sampler(sigma, sigma_next)`` returns the normalised Brownian increment
+    ``(W(sigma_next) - W(sigma)) / sqrt(|sigma - sigma_next|)``. With a list of seeds, one per
+    sample, each sample has its own tree, so a sample's noise does not depend on the batch it
+    is in.
+
+    Parameters
+    ----------
+    x : torch.Tensor
+        A sample shaped like the ones to be noised, shape ``(B, ...)``.
+    sigma_min, sigma_max : float
+        The range of noise levels that will be queried.
+    seed : int or list of int, optional
+        One seed for the batch, or one per sample.
+    transform : callable, optional
+        Maps a noise level to the tree's time variable (identity by default).
+
+    Raises
+    ------
+    ImportError
+        If torchsde is not installed.
+    """
+
+    def __init__(
+        self,
+        x: Any,
+        sigma_min: float,
+        sigma_max: float,
+        seed: int | Sequence[int] | None = None,
+        transform: Any = None,
+    ) -> None:
+        try:
+            import torchsde
+        except ImportError as e:
+            raise ImportError(
+                "BrownianTreeNoiseSampler needs torchsde; install it with "
+                "`pip install kdpm2[brownian]` or `pip install torchsde`."
+            ) from e
+        import torch
+
+        self._transform = transform if transform is not None else (lambda s: s)
+        t0 = float(self._transform(min(sigma_min, sigma_max)))
+        t1 = float(self._transform(max(sigma_min, sigma_max)))
+        if seed is None:
+            seed = int(torch.randint(0, 2**63 - 1, []).item())
+        self._batched = isinstance(seed, list | tuple)
+        seeds = list(seed) if isinstance(seed, list | tuple) else [seed]
+        if self._batched and len(seeds) != x.shape[0]:
+            raise ValueError(
+                f"seed is a list of {len(seeds)} seeds but x has {x.shape[0]} samples; "
+                "pass one seed per sample or a single int."
+            )
+        w0 = torch.zeros_like(x[:1] if self._batched else x)
+        self._trees = [
+            torchsde.BrownianTree(torch.tensor(t0), w0, torch.tensor(t1), entropy=s) for s in seeds
+        ]
+
+    def __call__(self, sigma: Any, sigma_next: Any) -> Any:
+        """Return the normalised increment between two noise levels."""
+        import torch
+
+        t0 = torch.as_tensor(self._transform(torch.as_tensor(sigma)))
+        t1 = torch.as_tensor(self._transform(torch.as_tensor(sigma_next)))
+        forward = float(t1) >= float(t0)
+        lo, hi = (t0, t1) if forward else (t1, t0)
+        if self._batched:
+            w = torch.cat([tree(lo, hi) for tree in self._trees])
+        else:
+            w = self._trees[0](lo, hi)
+        w = w if forward else -w
+        return w / (hi - lo).abs().sqrt()

@@ -1,0 +1,443 @@
+"""Noise schedules: configuration + number of steps -> immutable float64 tables.
+
+Everything here is pure NumPy, vectorised, and free of state, devices and torch.
+
+Rounding policy
+---------------
+Parity with diffusers 0.42.1 is defined by its *numbers*. diffusers builds the betas and
+``alphas_cumprod`` in float32 and casts the sigma table to float32 before it derives the
+ancestral split and the midpoints, and those roundings move results by up to ~1e-5 relative
+(and by ~10 % for ``sigma_down`` at two steps, where ``sqrt(sigma_next**2 - sigma_up**2)``
+cancels). So the float64 tables below hold the values that diffusers' float32 path gives,
+computed on purpose in float32 at the points marked ``# mirrors diffusers ...``. Where that
+float32 path breaks down (a negative argument under a square root, giving NaN), the exact
+float64 value is used instead; see :func:`ancestral_split_table`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+
+__all__ = [
+    "BETA_SCHEDULES",
+    "PREDICTION_TYPES",
+    "TIMESTEP_SPACINGS",
+    "Schedule",
+    "TrainSchedule",
+    "ancestral_split_table",
+    "make_schedule",
+    "make_train_schedule",
+    "sigma_to_t",
+]
+
+BetaSchedule = Literal["linear", "scaled_linear", "squaredcos_cap_v2"]
+TimestepSpacing = Literal["linspace", "leading", "trailing"]
+PredictionType = Literal["epsilon", "v_prediction", "sample"]
+
+BETA_SCHEDULES: tuple[str, ...] = ("linear", "scaled_linear", "squaredcos_cap_v2")
+TIMESTEP_SPACINGS: tuple[str, ...] = ("linspace", "leading", "trailing")
+PREDICTION_TYPES: tuple[str, ...] = ("epsilon", "v_prediction", "sample")
+
+_F32 = np.float32
+#: Relative float32 error of sigma_down above which the exact float64 value is used instead.
+_ILL_CONDITIONED = 1e-3
+
+
+def _readonly(a: np.ndarray) -> np.ndarray:
+    a = np.ascontiguousarray(a, dtype=np.float64)
+    a.flags.writeable = False
+    return a
+
+
+@dataclass(frozen=True, slots=True)
+class TrainSchedule:
+    """The training-time noise schedule (one entry per training timestep).
+
+    Attributes
+    ----------
+    betas, alphas_cumprod : numpy.ndarray
+        Shape ``(T,)``, float64 holding float32-rounded values (diffusers builds them in float32).
+    sigmas : numpy.ndarray
+        ``sqrt((1 - alphas_cumprod) / alphas_cumprod)``, shape ``(T,)``, increasing with ``t``.
+    log_sigmas : numpy.ndarray
+        ``log(sigmas)`` rounded to float32, shape ``(T,)``.
+    """
+
+    betas: np.ndarray
+    alphas_cumprod: np.ndarray
+    sigmas: np.ndarray
+    log_sigmas: np.ndarray
+
+
+@dataclass(frozen=True, slots=True)
+class Schedule:
+    """The tables one sampling run reads, for ``N = num_inference_steps`` steps.
+
+    Step ``i`` (``0 <= i < N``) starts at ``sigmas[i]``, evaluates the model again at the log
+    midpoint ``sigmas_interpol[i]`` and lands at ``sigmas_down[i]`` before ``sigmas_up[i]`` of
+    fresh noise brings it to ``sigmas[i + 1]``. The last step is a single Euler step to 0
+    (``sigmas_interpol[N - 1] == 0``). All arrays are read-only float64; sigmas follow the
+    variance-exploding convention (``x_t = x_0 + sigma * noise``).
+
+    Attributes
+    ----------
+    num_inference_steps : int
+        ``N``.
+    timesteps : numpy.ndarray
+        Shape ``(2N - 1,)``: the training-time timestep of each model call, ``[t_0, m_0, t_1,
+        m_1, t_2, ..., m_{N-2}, t_{N-1}]`` where ``m_i`` belongs to the midpoint of step ``i``.
+    timesteps_dtype : str
+        ``"float32"`` or ``"float64"``: the dtype diffusers gives its timesteps for this config.
+    sigmas : numpy.ndarray
+        Shape ``(N + 1,)``, the noise level at the start of each step, then ``0``.
+    sigmas_interpol, sigmas_up, sigmas_down : numpy.ndarray
+        Shape ``(N,)``, per step.
+    call_sigmas : numpy.ndarray
+        Shape ``(2N - 1,)``: the noise level of the model input at each call (``sigmas[i]`` or
+        ``sigmas_interpol[i]``), what ``scale_model_input`` divides by.
+    init_noise_sigma : float
+        Standard deviation of the initial noise.
+    """
+
+    num_inference_steps: int
+    timesteps: np.ndarray
+    timesteps_dtype: str
+    sigmas: np.ndarray
+    sigmas_interpol: np.ndarray
+    sigmas_up: np.ndarray
+    sigmas_down: np.ndarray
+    call_sigmas: np.ndarray
+    init_noise_sigma: float
+
+    def expanded(self, table: np.ndarray) -> np.ndarray:
+        """Repeat a per-step table the way diffusers lays out its ``sigmas`` attribute.
+
+        ``[a_0, a_1, a_1, a_2, a_2, ..., a_last]``: one entry per model call plus a final one, so
+        that entry ``k`` belongs to call ``k``.
+        """
+        return np.concatenate([table[:1], np.repeat(table[1:], 2), table[-1:]])
+
+
+def _torch_linspace_f32(start: float, end: float, steps: int) -> np.ndarray:
+    # mirrors torch.linspace(..., dtype=float32) on CPU: a float32 step, each value start + step*i
+    # (first half) or end - step*(steps-1-i) (second half) with one rounding (a fused multiply-add).
+    start32, end32 = _F32(start), _F32(end)
+    if steps == 1:
+        return np.array([start32], dtype=_F32)
+    step = _F32((end32 - start32) / _F32(steps - 1))
+    i = np.arange(steps)
+    first = np.float64(start32) + np.float64(step) * i
+    second = np.float64(end32) - np.float64(step) * (steps - 1 - i)
+    return np.where(i < steps // 2, first, second).astype(_F32)
+
+
+def _cosine_betas(num_train_timesteps: int, max_beta: float = 0.999) -> np.ndarray:
+    # the "squaredcos_cap_v2" schedule (Nichol & Dhariwal 2021, eq. 17): betas from
+    # alpha_bar(t) = cos((t + 0.008) / 1.008 * pi / 2) ** 2, capped at max_beta; float64, then float32.
+    t = np.arange(num_train_timesteps + 1, dtype=np.float64) / num_train_timesteps
+    alpha_bar = np.cos((t + 0.008) / 1.008 * math.pi / 2) ** 2
+    return np.minimum(1.0 - alpha_bar[1:] / alpha_bar[:-1], max_beta).astype(_F32)
+
+
+def make_train_schedule(
+    *,
+    num_train_timesteps: int = 1000,
+    beta_start: float = 0.00085,
+    beta_end: float = 0.012,
+    beta_schedule: str = "linear",
+    trained_betas: Sequence[float] | np.ndarray | None = None,
+) -> TrainSchedule:
+    """Build the training-time schedule (betas, cumulative alphas, sigmas).
+
+    Parameters
+    ----------
+    num_train_timesteps : int
+        ``T``, number of training timesteps (ignored when ``trained_betas`` is given).
+    beta_start, beta_end : float
+        First and last beta of the ``linear`` / ``scaled_linear`` schedules.
+    beta_schedule : {"linear", "scaled_linear", "squaredcos_cap_v2"}
+        How betas are spaced.
+    trained_betas : sequence of float, optional
+        Explicit betas; overrides the three above.
+
+    Returns
+    -------
+    TrainSchedule
+        Read-only float64 tables of shape ``(T,)``.
+
+    Examples
+    --------
+    >>> ts = make_train_schedule()
+    >>> ts.sigmas.shape, round(float(ts.sigmas[-1]), 3)
+    ((1000,), 14.615)
+    """
+    if trained_betas is not None:
+        betas = np.asarray(trained_betas, dtype=np.float64).astype(_F32)
+    elif beta_schedule == "linear":
+        betas = _torch_linspace_f32(beta_start, beta_end, num_train_timesteps)
+    elif beta_schedule == "scaled_linear":
+        # mirrors diffusers' __init__: linspace of the square roots in float32, squared in float32
+        root = _torch_linspace_f32(beta_start**0.5, beta_end**0.5, num_train_timesteps)
+        betas = root * root
+    elif beta_schedule == "squaredcos_cap_v2":
+        betas = _cosine_betas(num_train_timesteps)
+    else:
+        raise ValueError(f"unknown beta_schedule {beta_schedule!r}")
+    # mirrors diffusers' __init__: float32 alphas; torch.cumprod on CPU accumulates float32 in
+    # float64 and rounds each partial product to float32
+    alphas_cumprod = np.cumprod((_F32(1.0) - betas).astype(np.float64)).astype(_F32)
+    sigmas = ((_F32(1.0) - alphas_cumprod) / alphas_cumprod) ** _F32(0.5)
+    with np.errstate(divide="ignore"):
+        log_sigmas = np.log(sigmas)
+    return TrainSchedule(
+        betas=_readonly(betas),
+        alphas_cumprod=_readonly(alphas_cumprod),
+        sigmas=_readonly(sigmas),
+        log_sigmas=_readonly(log_sigmas),
+    )
+
+
+def sigma_to_t(sigma: np.ndarray, log_sigmas: np.ndarray, *, float32: bool = False) -> np.ndarray:
+    """Map noise levels to (fractional) training timesteps by interpolating in ``log(sigma)``.
+
+    Parameters
+    ----------
+    sigma : numpy.ndarray
+        Noise levels, any shape.
+    log_sigmas : numpy.ndarray
+        ``TrainSchedule.log_sigmas``, shape ``(T,)``, non-decreasing.
+    float32 : bool
+        Do the arithmetic in float32 (how diffusers maps its midpoint sigmas) instead of float64.
+
+    Returns
+    -------
+    numpy.ndarray
+        Timesteps in ``[0, T - 1]``, same shape as ``sigma``; sigmas outside the table clamp to
+        its ends.
+
+    Examples
+    --------
+    >>> ls = np.log(np.array([1.0, 2.0, 4.0]))
+    >>> sigma_to_t(np.array([2.0, 2.0**1.5, 100.0]), ls).tolist()
+    [1.0, 1.5, 2.0]
+    """
+    dt = _F32 if float32 else np.float64
+    log_table = log_sigmas.astype(dt)
+    log_sigma = np.log(np.maximum(np.asarray(sigma, dtype=dt), dt(1e-10)))
+    # index of the last table entry <= log_sigma, kept where a right neighbour exists
+    low = np.clip(np.searchsorted(log_table, log_sigma, side="right") - 1, 0, len(log_table) - 2)
+    lo, hi = log_table[low], log_table[low + 1]
+    w = np.clip((lo - log_sigma) / (lo - hi), dt(0), dt(1))
+    return ((dt(1) - w) * low.astype(dt) + w * (low + 1).astype(dt)).astype(np.float64)
+
+
+def _spaced_timesteps(
+    spacing: str, n: int, num_train_timesteps: int, steps_offset: int
+) -> np.ndarray:
+    # mirrors diffusers' set_timesteps: float32 timesteps, descending
+    if spacing == "linspace":
+        return np.linspace(0, num_train_timesteps - 1, n, dtype=_F32)[::-1].copy()
+    if spacing == "leading":
+        ratio = num_train_timesteps // n
+        ts = (np.arange(0, n) * ratio).round()[::-1].copy().astype(_F32)
+        return ts + _F32(steps_offset)
+    if spacing == "trailing":
+        ratio = num_train_timesteps / n
+        ts = np.arange(num_train_timesteps, 0, -ratio).round().astype(_F32)
+        return ts - _F32(1)
+    raise ValueError(f"unknown timestep_spacing {spacing!r}")
+
+
+def _karras(sigma_min: float, sigma_max: float, n: int, rho: float = 7.0) -> np.ndarray:
+    # Karras et al. 2022, eq. 5
+    ramp = np.linspace(0, 1, n)
+    min_inv_rho = sigma_min ** (1 / rho)
+    max_inv_rho = sigma_max ** (1 / rho)
+    return (max_inv_rho + ramp * (min_inv_rho - max_inv_rho)) ** rho
+
+
+def _exponential(sigma_min: float, sigma_max: float, n: int) -> np.ndarray:
+    return np.exp(np.linspace(math.log(sigma_max), math.log(sigma_min), n))
+
+
+def _beta_sigmas(sigma_min: float, sigma_max: float, n: int, a: float = 0.6) -> np.ndarray:
+    # Lee et al. 2024, "Beta Sampling is All You Need": Beta(0.6, 0.6) quantiles of the range
+    try:
+        from scipy.special import betaincinv
+    except ImportError as e:  # pragma: no cover - exercised only without scipy
+        raise ImportError(
+            "use_beta_sigmas=True needs scipy for the Beta quantile function; "
+            "install it with `pip install scipy`."
+        ) from e
+    q = 1 - np.linspace(0, 1, n)
+    return sigma_min + betaincinv(a, a, q) * (sigma_max - sigma_min)
+
+
+def ancestral_split_table(
+    sigmas: np.ndarray, sigmas_next: np.ndarray, eta: float = 1.0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Split each step ``sigma -> sigma_next`` into a deterministic and a noise part (tables).
+
+    ``sigma_up = min(sigma_next, eta * sigma_next * sqrt(1 - sigma_next**2 / sigma**2))`` and
+    ``sigma_down = sqrt(sigma_next**2 - sigma_up**2)`` (Karras et al. 2022, Algorithm 2 with
+    k-diffusion's ``eta``), so that ``sigma_down**2 + sigma_up**2 == sigma_next**2``.
+
+    Computed in float32 as diffusers does (this is where it cancels badly at one or two steps),
+    except where float32 fails: there (``sigma_down`` NaN, or 0 while the exact value is
+    positive, or its float32 rounding error above 0.1 %) the float64 form ``sigma_next * sqrt(1 - eta**2 * (1 - (sigma_next / sigma)**2))``
+    is used, which has no cancellation. Requires ``sigma > 0``.
+
+    Parameters
+    ----------
+    sigmas, sigmas_next : numpy.ndarray
+        Shape ``(N,)``, with ``sigmas > 0`` and ``0 <= sigmas_next <= sigmas``.
+    eta : float
+        Amount of ancestral noise, ``0 <= eta <= 1``.
+
+    Returns
+    -------
+    sigma_down, sigma_up : numpy.ndarray
+        Shape ``(N,)`` float64, finite, ``0 <= sigma_up <= sigma_next``.
+
+    Examples
+    --------
+    >>> down, up = ancestral_split_table(np.array([2.0]), np.array([1.0]))
+    >>> float(down[0]) ** 2 + float(up[0]) ** 2
+    1.0
+    """
+    s = sigmas.astype(_F32)
+    sn = sigmas_next.astype(_F32)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        # mirrors diffusers' set_timesteps (float32 tensors); eta as in k-diffusion
+        up32 = np.minimum(sn, _F32(eta) * (sn**2 * (s**2 - sn**2) / s**2) ** _F32(0.5))
+        down32 = (sn**2 - up32**2) ** _F32(0.5)
+    s64 = sigmas.astype(np.float64)
+    sn64 = sigmas_next.astype(np.float64)
+    ratio2 = (sn64 / s64) ** 2
+    up64 = np.minimum(sn64, eta * sn64 * np.sqrt(np.maximum(1.0 - ratio2, 0.0)))
+    down64 = sn64 * np.sqrt(np.maximum((1.0 - eta**2) + eta**2 * ratio2, 0.0))
+    # float32 sigma_down carries a relative error of about eps32 * sigma_next**2 / sigma_down**2
+    # (cancellation); past _ILL_CONDITIONED it is noise, not diffusers' number, on any machine
+    # (torch's float32 sqrt is not correctly rounded, so the noise differs between CPUs).
+    with np.errstate(divide="ignore", invalid="ignore"):
+        cond = np.where(down64 > 0, sn64**2 / np.maximum(down64, 1e-300) ** 2, 0.0)
+    bad = (
+        ~np.isfinite(down32)
+        | ~np.isfinite(up32)
+        | ((down32 <= 0) & (down64 > 0))
+        | (cond * float(np.finfo(_F32).eps) > _ILL_CONDITIONED)
+    )
+    down = np.where(bad, down64, down32.astype(np.float64))
+    up = np.where(bad, up64, up32.astype(np.float64))
+    return down, up
+
+
+def make_schedule(
+    config: Mapping[str, Any],
+    num_inference_steps: int,
+    num_train_timesteps: int | None = None,
+    train: TrainSchedule | None = None,
+) -> Schedule:
+    """Build the sampling tables for ``num_inference_steps`` DPM2-ancestral steps.
+
+    Parameters
+    ----------
+    config : Mapping
+        Scheduler configuration (the keys of ``KDPM2AncestralDiscreteScheduler``'s constructor),
+        already validated.
+    num_inference_steps : int
+        ``N >= 1``.
+    num_train_timesteps : int, optional
+        Overrides ``config["num_train_timesteps"]`` for the timestep spacing only (as diffusers).
+    train : TrainSchedule, optional
+        The training schedule for ``config``, if already built.
+
+    Returns
+    -------
+    Schedule
+        Matches diffusers 0.42.1 ``set_timesteps`` (timesteps and sigmas to float32 rounding),
+        except where diffusers gives NaN; see the module docstring.
+
+    Examples
+    --------
+    >>> sch = make_schedule({"timestep_spacing": "linspace"}, 3)
+    >>> sch.timesteps.round(2).tolist()
+    [999.0, 700.32, 499.5, 212.33, 0.0]
+    """
+    cfg = dict(config)
+    if train is None:
+        train = make_train_schedule(
+            num_train_timesteps=cfg.get("num_train_timesteps", 1000),
+            beta_start=cfg.get("beta_start", 0.00085),
+            beta_end=cfg.get("beta_end", 0.012),
+            beta_schedule=cfg.get("beta_schedule", "linear"),
+            trained_betas=cfg.get("trained_betas"),
+        )
+    discard = bool(cfg.get("discard_penultimate_sigma", False))
+    n_build = num_inference_steps + 1 if discard else num_inference_steps
+    t_train = num_train_timesteps or cfg.get("num_train_timesteps", 1000)
+    timesteps: np.ndarray = _spaced_timesteps(
+        cfg.get("timestep_spacing", "linspace"), n_build, t_train, cfg.get("steps_offset", 0)
+    )
+    train_sigmas32 = train.sigmas.astype(_F32)
+    sigmas = np.interp(
+        timesteps.astype(np.float64), np.arange(len(train_sigmas32)), train_sigmas32
+    )
+    timesteps_dtype = "float32"
+    kind = next(
+        (k for k in ("karras", "exponential", "beta") if cfg.get(f"use_{k}_sigmas", False)), None
+    )
+    if kind is not None:
+        lo, hi = float(sigmas[-1]), float(sigmas[0])
+        sigmas = {"karras": _karras, "exponential": _exponential, "beta": _beta_sigmas}[kind](
+            lo, hi, n_build
+        )
+        timesteps = sigma_to_t(sigmas, train.log_sigmas)
+        if kind == "karras":
+            timesteps = timesteps.round()
+        timesteps_dtype = "float64"
+    if discard:
+        timesteps = timesteps[:-1]
+        sigmas = np.concatenate([sigmas[:-2], sigmas[-1:]])
+    # mirrors diffusers' set_timesteps: the step tables are derived from float32 sigmas
+    base = np.concatenate([sigmas, [0.0]]).astype(_F32).astype(np.float64)
+    n = len(base) - 1
+    down, up = ancestral_split_table(base[:-1], base[1:], float(cfg.get("eta", 1.0)))
+    down[-1] = up[-1] = 0.0  # the last step is a plain Euler step to sigma = 0
+    # log midpoint exp((log sigma + log sigma_down) / 2), in float32 with torch.lerp's
+    # weight-0.5 form end - (end - start) * 0.5, as diffusers computes it
+    with np.errstate(divide="ignore", invalid="ignore"):
+        log_s, log_d = np.log(base[:-1].astype(_F32)), np.log(down.astype(_F32))
+        interp = np.exp(log_d - (log_d - log_s) * _F32(0.5)).astype(np.float64)
+    interp[-1] = 0.0
+    t_interp = sigma_to_t(interp[:-1], train.log_sigmas, float32=True)
+    if timesteps_dtype == "float32":
+        t_interp = t_interp.astype(_F32)
+    ts = np.empty(2 * n - 1, dtype=np.float64)
+    ts[0::2] = timesteps.astype(np.float64)
+    ts[1::2] = t_interp.astype(np.float64)
+    call_sigmas = np.empty(2 * n - 1, dtype=np.float64)
+    call_sigmas[0::2] = base[:-1]
+    call_sigmas[1::2] = interp[:-1]
+    smax = _F32(base.max())
+    if cfg.get("timestep_spacing", "linspace") == "leading":
+        # mirrors diffusers' init_noise_sigma: (max**2 + 1) ** 0.5 on a float32 tensor
+        init = float((smax**2 + _F32(1)) ** _F32(0.5))
+    else:
+        init = float(smax)
+    return Schedule(
+        num_inference_steps=n,
+        timesteps=_readonly(ts),
+        timesteps_dtype=timesteps_dtype,
+        sigmas=_readonly(base),
+        sigmas_interpol=_readonly(interp),
+        sigmas_up=_readonly(up),
+        sigmas_down=_readonly(down),
+        call_sigmas=_readonly(call_sigmas),
+        init_noise_sigma=init,
+    )

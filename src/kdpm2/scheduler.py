@@ -1,0 +1,704 @@
+"""``KDPM2AncestralDiscreteScheduler``: a thin state machine over the pure tables and step math."""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass, fields
+from typing import Any
+
+import numpy as np
+
+from . import _math, _xp, noise
+from .config import ConfigMixin
+from .schedule import (
+    BETA_SCHEDULES,
+    PREDICTION_TYPES,
+    TIMESTEP_SPACINGS,
+    Schedule,
+    TrainSchedule,
+    make_schedule,
+    make_train_schedule,
+)
+
+__all__ = [
+    "KDPM2AncestralDiscreteScheduler",
+    "KDPM2AncestralDiscreteSchedulerOutput",
+    "TimestepNotInScheduleError",
+]
+
+# diffusers' KarrasDiffusionSchedulers names: configs of these load into each other
+_COMPATIBLES = [
+    "DDIMScheduler",
+    "DDPMScheduler",
+    "PNDMScheduler",
+    "LMSDiscreteScheduler",
+    "EulerDiscreteScheduler",
+    "HeunDiscreteScheduler",
+    "EulerAncestralDiscreteScheduler",
+    "DPMSolverMultistepScheduler",
+    "DPMSolverSinglestepScheduler",
+    "KDPM2DiscreteScheduler",
+    "KDPM2AncestralDiscreteScheduler",
+    "DEISMultistepScheduler",
+    "UniPCMultistepScheduler",
+    "DPMSolverSDEScheduler",
+    "EDMEulerScheduler",
+]
+
+
+class TimestepNotInScheduleError(ValueError, IndexError):
+    """A timestep handed to the scheduler is not one of ``scheduler.timesteps``.
+
+    Subclasses both ``ValueError`` (it is bad input) and ``IndexError`` (what diffusers raises).
+    """
+
+
+@dataclass
+class KDPM2AncestralDiscreteSchedulerOutput:
+    """Result of :meth:`KDPM2AncestralDiscreteScheduler.step`.
+
+    Behaves like diffusers' outputs: attribute access, ``out[0]`` / ``out["prev_sample"]``,
+    ``keys()``, ``values()``, ``items()`` and ``to_tuple()``.
+
+    Attributes
+    ----------
+    prev_sample : array
+        The sample for the next model call, shape ``(B, ...)``, the input's type and dtype.
+    pred_original_sample : array
+        The denoised estimate ``x0`` from this call's model output.
+    """
+
+    prev_sample: Any
+    pred_original_sample: Any = None
+
+    def to_tuple(self) -> tuple[Any, ...]:
+        """Return the fields that are not ``None``, in order."""
+        return tuple(v for v in (self.prev_sample, self.pred_original_sample) if v is not None)
+
+    def keys(self) -> list[str]:
+        """Names of the fields that are not ``None``."""
+        return [f.name for f in fields(self) if getattr(self, f.name) is not None]
+
+    def values(self) -> list[Any]:
+        """Values of the fields that are not ``None``."""
+        return list(self.to_tuple())
+
+    def items(self) -> list[tuple[str, Any]]:
+        """``(name, value)`` pairs of the fields that are not ``None``."""
+        return list(zip(self.keys(), self.values(), strict=True))
+
+    def __getitem__(self, key: int | str | slice) -> Any:
+        if isinstance(key, str):
+            return OrderedDict(self.items())[key]
+        return self.to_tuple()[key]
+
+    def __iter__(self) -> Any:
+        return iter(self.keys())
+
+    def __len__(self) -> int:
+        return len(self.keys())
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _is_real(value: object) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def _check_choice(name: str, value: object, choices: Sequence[str]) -> None:
+    if value not in choices:
+        accepted = ", ".join(repr(c) for c in choices)
+        raise ValueError(f"{name}={value!r} is not supported; expected one of {accepted}.")
+
+
+def _check_fraction(name: str, value: object) -> float:
+    if not _is_real(value) or not 0.0 < float(value) < 1.0:  # type: ignore[arg-type]
+        raise ValueError(f"{name}={value!r} is outside (0, 1); a beta is a variance fraction.")
+    return float(value)  # type: ignore[arg-type]
+
+
+def _validate(cfg: dict[str, Any]) -> None:
+    """Raise for any constructor argument that cannot give a valid schedule."""
+    _check_choice("beta_schedule", cfg["beta_schedule"], BETA_SCHEDULES)
+    _check_choice("prediction_type", cfg["prediction_type"], PREDICTION_TYPES)
+    _check_choice("timestep_spacing", cfg["timestep_spacing"], TIMESTEP_SPACINGS)
+    t = cfg["num_train_timesteps"]
+    if not _is_int(t) or t < 1:
+        raise ValueError(f"num_train_timesteps={t!r} is invalid; expected an integer >= 1.")
+    betas = cfg["trained_betas"]
+    if betas is not None:
+        arr = np.asarray(betas, dtype=np.float64) if not isinstance(betas, str) else None
+        if arr is None or arr.ndim != 1 or len(arr) != t:
+            got = "a string" if arr is None else f"shape {arr.shape}"
+            raise ValueError(
+                f"trained_betas has {got} but num_train_timesteps={t}; pass one beta per "
+                f"training timestep (a 1-D sequence of length {t})."
+            )
+        if not np.all((arr > 0) & (arr < 1)):
+            bad = arr[~((arr > 0) & (arr < 1))][0]
+            raise ValueError(
+                f"trained_betas contains {bad!r}, outside (0, 1); every beta must be a variance "
+                "fraction strictly between 0 and 1."
+            )
+    elif cfg["beta_schedule"] != "squaredcos_cap_v2":
+        start = _check_fraction("beta_start", cfg["beta_start"])
+        end = _check_fraction("beta_end", cfg["beta_end"])
+        if start > end:
+            raise ValueError(
+                f"beta_start={start!r} is larger than beta_end={end!r}; betas must not decrease."
+            )
+    chosen = [k for k in ("karras", "exponential", "beta") if cfg[f"use_{k}_sigmas"]]
+    if len(chosen) > 1:
+        raise ValueError(
+            f"use_{chosen[0]}_sigmas and use_{chosen[1]}_sigmas are both True; choose at most "
+            "one of use_karras_sigmas, use_exponential_sigmas, use_beta_sigmas."
+        )
+    if cfg["use_beta_sigmas"]:
+        try:
+            import scipy.special  # noqa: F401
+        except ImportError:
+            raise ImportError(
+                "use_beta_sigmas=True needs scipy; install it with `pip install scipy`."
+            ) from None
+    off = cfg["steps_offset"]
+    if not _is_int(off) or off < 0:
+        raise ValueError(f"steps_offset={off!r} is invalid; expected an integer >= 0.")
+    eta = cfg["eta"]
+    if not _is_real(eta) or not 0.0 <= float(eta) <= 1.0:
+        raise ValueError(
+            f"eta={eta!r} is outside [0, 1]; 0 is deterministic DPM2, 1 full ancestral noise."
+        )
+    s_noise = cfg["s_noise"]
+    if not _is_real(s_noise) or not (math.isfinite(s_noise) and s_noise >= 0):
+        raise ValueError(f"s_noise={s_noise!r} is invalid; expected a finite number >= 0.")
+
+
+class KDPM2AncestralDiscreteScheduler(ConfigMixin):
+    r"""DPM-Solver-2 with ancestral noise ("DPM2 a"), compatible with diffusers 0.42.1.
+
+    Each step of the schedule takes two model calls: an Euler half-step from ``sigma`` to the
+    log midpoint, then a midpoint step to ``sigma_down``, then fresh noise of std ``sigma_up``
+    (Karras et al. 2022, "Elucidating the Design Space of Diffusion-Based Generative Models",
+    Algorithm 2, with ancestral sampling as in k-diffusion's ``sample_dpm_2_ancestral``). The
+    last step is a single Euler step to ``sigma = 0``. Sigmas use the variance-exploding
+    convention ``x_t = x_0 + sigma_t * noise``.
+
+    Works on torch tensors (any device and float dtype) and on NumPy arrays; torch is never
+    imported by this class.
+
+    Parameters
+    ----------
+    num_train_timesteps : int, default 1000
+        Number of training timesteps ``T``.
+    beta_start, beta_end : float, default 0.00085, 0.012
+        First and last beta of the ``linear``/``scaled_linear`` schedules, in ``(0, 1)``.
+    beta_schedule : {"linear", "scaled_linear", "squaredcos_cap_v2"}, default "linear"
+        Beta spacing (``squaredcos_cap_v2``: Nichol & Dhariwal 2021).
+    trained_betas : sequence of float, optional
+        Explicit betas, one per training timestep, each in ``(0, 1)``.
+    use_karras_sigmas, use_exponential_sigmas, use_beta_sigmas : bool, default False
+        Respace the sigmas (Karras et al. eq. 5; log-linear; Beta(0.6, 0.6) quantiles, which
+        needs scipy). At most one.
+    prediction_type : {"epsilon", "v_prediction", "sample"}, default "epsilon"
+        What the network predicts: the noise, ``v`` (Salimans & Ho 2022), or ``x0`` itself.
+    timestep_spacing : {"linspace", "leading", "trailing"}, default "linspace"
+        How inference timesteps are spread (Lin et al. 2023, Table 2).
+    steps_offset : int, default 0
+        Added to ``leading`` timesteps.
+    eta : float, default 1.0
+        Amount of ancestral noise in ``[0, 1]``; 0 is deterministic DPM2 (k-diffusion's ``eta``).
+    s_noise : float, default 1.0
+        Scale of the added noise (k-diffusion's ``s_noise``).
+    discard_penultimate_sigma : bool, default False
+        Build the schedule for ``N + 1`` steps and drop the next-to-last sigma, as A1111 does
+        for DPM2 samplers and ComfyUI's KSampler; avoids the over-sharpened last step.
+
+    Notes
+    -----
+    **Differences from diffusers** (each pinned by a test in ``tests/``):
+
+    - No NaN: where diffusers' float32 ancestral split takes the square root of a negative
+      number (``squaredcos_cap_v2`` at <= 10 steps), the exact float64 value is used
+      (``test_schedule.py::test_squaredcos_small_n_is_finite``).
+    - ``prediction_type="sample"`` works (diffusers raises ``NotImplementedError``).
+    - NumPy arrays work, with a ``numpy.random.Generator`` for the noise.
+    - Bad input raises at once: unknown options at construction (diffusers notices a bad
+      ``prediction_type`` only at the first step), ``set_timesteps(0)``, betas outside (0, 1),
+      ``step`` before ``set_timesteps`` or after the last timestep, a timestep not in the
+      schedule (``TimestepNotInScheduleError``, also an ``IndexError``), shape mismatches and
+      generators of the wrong kind. A failed call leaves the scheduler unchanged.
+    - ``num_inference_steps > num_train_timesteps`` is an error for ``leading`` and
+      ``trailing`` spacing, which cannot give distinct steps there.
+    - The constructor does not build a 1000-step schedule (diffusers does, in Python loops);
+      ``timesteps``/``sigmas`` read before ``set_timesteps`` build it on first access.
+    - ``init_noise_sigma`` is a Python float, not a 0-d tensor.
+    - ``step`` reads only host-side tables: no ``.item()``, no ``nonzero()``, no device sync,
+      once the start index is known (call ``set_begin_index`` to skip the one lookup).
+    - ``eta``, ``s_noise`` and ``discard_penultimate_sigma`` are extra config keys; their
+      defaults give diffusers' numbers.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> sch = KDPM2AncestralDiscreteScheduler()
+    >>> sch.set_timesteps(4)
+    >>> rng = np.random.default_rng(0)
+    >>> x = sch.init_noise_sigma * rng.standard_normal((1, 2), dtype=np.float32)
+    >>> for t in sch.timesteps:
+    ...     eps = sch.scale_model_input(x, t) * 0.0  # a model that always predicts zero noise
+    ...     x = sch.step(eps, t, x, generator=rng).prev_sample
+    >>> x.dtype, len(sch.timesteps)
+    (dtype('float32'), 7)
+    """
+
+    _compatibles = list(_COMPATIBLES)
+    order = 2
+
+    def __init__(
+        self,
+        num_train_timesteps: int = 1000,
+        beta_start: float = 0.00085,
+        beta_end: float = 0.012,
+        beta_schedule: str = "linear",
+        trained_betas: Sequence[float] | np.ndarray | None = None,
+        use_karras_sigmas: bool = False,
+        use_exponential_sigmas: bool = False,
+        use_beta_sigmas: bool = False,
+        prediction_type: str = "epsilon",
+        timestep_spacing: str = "linspace",
+        steps_offset: int = 0,
+        eta: float = 1.0,
+        s_noise: float = 1.0,
+        discard_penultimate_sigma: bool = False,
+    ) -> None:
+        args = dict(locals())
+        args.pop("self")
+        if isinstance(trained_betas, np.ndarray):
+            args["trained_betas"] = trained_betas.tolist()
+        _validate(args)
+        self._register_config(args)
+        self._train: TrainSchedule | None = None
+        self._train_key: Any = None
+        self._schedule: Schedule | None = None
+        self._step_index: int | None = None
+        self._begin_index: int | None = None
+        self._stored_sample: Any = None
+        self._coefs: list[tuple[float, ...]] = []
+        self._out_device: Any = None
+        self._cache: dict[Any, Any] = {}
+        self.num_inference_steps: int | None = None
+
+    # ----------------------------------------------------------------- schedule and state
+    def _train_schedule(self) -> TrainSchedule:
+        cfg = self.config
+        key = (cfg["num_train_timesteps"], cfg["beta_start"], cfg["beta_end"],
+               cfg["beta_schedule"], json_key(cfg["trained_betas"]))
+        if self._train is None or self._train_key != key:
+            self._train = make_train_schedule(
+                num_train_timesteps=cfg["num_train_timesteps"],
+                beta_start=cfg["beta_start"],
+                beta_end=cfg["beta_end"],
+                beta_schedule=cfg["beta_schedule"],
+                trained_betas=cfg["trained_betas"],
+            )
+            self._train_key = key
+        return self._train
+
+    def set_timesteps(
+        self,
+        num_inference_steps: int,
+        device: Any = None,
+        num_train_timesteps: int | None = None,
+    ) -> None:
+        """Build the schedule for ``num_inference_steps`` steps (``2 * N - 1`` model calls).
+
+        Matches diffusers 0.42.1 ``set_timesteps`` (see the class notes for differences).
+
+        Parameters
+        ----------
+        num_inference_steps : int
+            ``N >= 1``.
+        device : str or torch.device, optional
+            Where ``timesteps`` should live. When given, or when torch has been imported,
+            ``timesteps`` and ``sigmas`` are torch tensors; otherwise NumPy arrays.
+        num_train_timesteps : int, optional
+            Overrides the config's value for the timestep spacing.
+
+        Raises
+        ------
+        ValueError
+            ``num_inference_steps`` is not an integer >= 1, or exceeds ``num_train_timesteps``
+            with ``leading``/``trailing`` spacing.
+        """
+        n = num_inference_steps
+        if not _is_int(n) or n < 1:
+            raise ValueError(
+                f"num_inference_steps={n!r} is invalid; expected an integer >= 1 "
+                "(the number of denoising steps)."
+            )
+        t_train = num_train_timesteps or self.config["num_train_timesteps"]
+        if not _is_int(t_train) or t_train < 1:
+            raise ValueError(
+                f"num_train_timesteps={num_train_timesteps!r} is invalid; expected an integer >= 1."
+            )
+        spacing = self.config["timestep_spacing"]
+        n_built = n + 1 if self.config["discard_penultimate_sigma"] else n
+        if spacing != "linspace" and n_built > t_train:
+            raise ValueError(
+                f"num_inference_steps={n} needs {n_built} distinct timesteps but "
+                f"timestep_spacing={spacing!r} gives at most num_train_timesteps={t_train}; "
+                "use fewer steps or timestep_spacing='linspace'."
+            )
+        schedule = make_schedule(self.config, int(n), int(t_train), self._train_schedule())
+        self._install(schedule, device)
+
+    def _install(self, schedule: Schedule, device: Any) -> None:
+        """Replace the schedule and reset the loop state (only after the schedule is built)."""
+        s_noise = float(self.config["s_noise"])
+        sig, mid = schedule.sigmas.tolist(), schedule.sigmas_interpol.tolist()
+        up, down = schedule.sigmas_up.tolist(), schedule.sigmas_down.tolist()
+        coefs = []
+        for k, call_sigma in enumerate(schedule.call_sigmas.tolist()):
+            i = (k + 1) // 2
+            # mirrors diffusers' scale_model_input: (sigma**2 + 1) ** 0.5 on a float32 scalar
+            c32 = np.float32(call_sigma)
+            scale = float((c32 * c32 + np.float32(1)) ** np.float32(0.5))
+            if k % 2 == 0:
+                coefs.append((scale, sig[i], mid[i], mid[i] - sig[i]))
+            else:
+                i = (k - 1) // 2
+                coefs.append((scale, sig[i], mid[i], down[i] - sig[i], up[i] * s_noise))
+        self._schedule = schedule
+        self._coefs = coefs
+        self._out_device = device
+        self._cache = {}
+        self._step_index = None
+        self._begin_index = None
+        self._stored_sample = None
+        self.num_inference_steps = schedule.num_inference_steps
+
+    @property
+    def schedule(self) -> Schedule:
+        """The pure float64 tables behind the current schedule (see :class:`kdpm2.Schedule`)."""
+        if self._schedule is None:
+            t = self.config["num_train_timesteps"]
+            self._install(make_schedule(self.config, t, t, self._train_schedule()), None)
+        assert self._schedule is not None
+        return self._schedule
+
+    def _as_output(self, name: str, values: np.ndarray, dtype: str) -> Any:
+        cached = self._cache.get(name)
+        if cached is not None:
+            return cached
+        torch = _xp.torch_module()
+        if self._out_device is not None or torch is not None:
+            if torch is None:
+                import torch  # a device was asked for: the caller uses torch
+            out = torch.from_numpy(values.astype(dtype))
+            if self._out_device is not None and name == "timesteps":
+                out = out.to(self._out_device)
+        else:
+            out = values.astype(dtype)
+        self._cache[name] = out
+        return out
+
+    @property
+    def timesteps(self) -> Any:
+        """Training-time timestep of each model call, shape ``(2N - 1,)``.
+
+        A torch tensor (on the ``device`` given to :meth:`set_timesteps`) when torch is in
+        use, else a NumPy array; float32, or float64 for respaced sigmas, as in diffusers.
+        """
+        sch = self.schedule
+        return self._as_output("timesteps", sch.timesteps, sch.timesteps_dtype)
+
+    @property
+    def sigmas(self) -> Any:
+        """Noise levels laid out as diffusers does, shape ``(2N + 2,)``, float32, on the CPU."""
+        sch = self.schedule
+        return self._as_output("sigmas", sch.expanded(sch.sigmas), "float32")
+
+    @property
+    def init_noise_sigma(self) -> float:
+        """Standard deviation of the initial noise: scale unit Gaussian noise by it."""
+        return self.schedule.init_noise_sigma
+
+    @property
+    def betas(self) -> Any:
+        """Training betas, shape ``(T,)``."""
+        return self._as_output("betas", self._train_schedule().betas, "float32")
+
+    @property
+    def alphas_cumprod(self) -> Any:
+        """Cumulative products of ``1 - betas``, shape ``(T,)``."""
+        return self._as_output("alphas_cumprod", self._train_schedule().alphas_cumprod, "float32")
+
+    @property
+    def step_index(self) -> int | None:
+        """Index of the next model call in ``timesteps``; ``None`` before the first call."""
+        return self._step_index
+
+    @property
+    def begin_index(self) -> int | None:
+        """Index the loop starts at, if set with :meth:`set_begin_index`."""
+        return self._begin_index
+
+    def set_begin_index(self, begin_index: int = 0) -> None:
+        """Start the next loop at ``timesteps[begin_index]`` (img2img: ``2 * k`` to skip ``k`` steps).
+
+        Raises
+        ------
+        ValueError
+            ``begin_index`` is not an index of ``timesteps``.
+        """
+        n = len(self.schedule.timesteps)
+        if not _is_int(begin_index) or not 0 <= begin_index < n:
+            raise ValueError(
+                f"begin_index={begin_index!r} is invalid; expected an integer in [0, {n - 1}] "
+                f"(an index of scheduler.timesteps)."
+            )
+        self._begin_index = int(begin_index)
+
+    @property
+    def state_in_first_order(self) -> bool:
+        """Whether the next call is the first (Euler) half of a step; the phase of the loop."""
+        return self._step_index is None or self._step_index % 2 == 0
+
+    def index_for_timestep(self, timestep: Any, schedule_timesteps: Any = None) -> int:
+        """Return the index of ``timestep`` in the schedule: its first match at a step start.
+
+        With ``eta = 1`` a midpoint's timestep equals the next step's (the log midpoint of
+        ``sigma`` and ``sigma_next**2 / sigma`` is ``sigma_next``), so a value can occur twice;
+        a loop can only start at the first half of a step (an even index), so the first even
+        match is taken. diffusers takes the second match, which is the same index except when
+        the first timestep itself repeats (``squaredcos_cap_v2`` with Karras sigmas), where
+        diffusers skips ahead and then steps past the end of its schedule.
+
+        Raises
+        ------
+        TimestepNotInScheduleError
+            ``timestep`` is not in the schedule.
+        """
+        table = (
+            self.schedule.timesteps
+            if schedule_timesteps is None
+            else np.asarray(
+                schedule_timesteps.detach().cpu() if _xp.is_torch(schedule_timesteps)
+                else schedule_timesteps,
+                dtype=np.float64,
+            )
+        )
+        value = _xp.to_float(timestep)
+        hits = np.flatnonzero(table == value)
+        if len(hits) == 0:
+            raise TimestepNotInScheduleError(
+                f"timestep {value!r} is not in scheduler.timesteps ({len(table)} values, "
+                f"{table[0]!r} ... {table[-1]!r}). Pass a value from scheduler.timesteps, or call "
+                "set_begin_index() to start mid-schedule."
+            )
+        even = hits[hits % 2 == 0]
+        return int(even[0] if len(even) else hits[0])
+
+    def _current_index(self, timestep: Any, method: str) -> int:
+        if self._schedule is None:
+            raise RuntimeError(
+                f"{method}() was called before set_timesteps(); call "
+                "scheduler.set_timesteps(num_inference_steps) first."
+            )
+        k = self._step_index
+        if k is None:
+            k = self._begin_index if self._begin_index is not None else self.index_for_timestep(
+                timestep
+            )
+        if k >= len(self._coefs):
+            n = len(self._coefs)
+            raise IndexError(
+                f"{method}() was called after the last timestep (all {n} calls of the "
+                f"{self.num_inference_steps}-step schedule are done); call set_timesteps() to "
+                "start a new loop."
+            )
+        return k
+
+    # ----------------------------------------------------------------------- the loop
+    def scale_model_input(self, sample: Any, timestep: Any) -> Any:
+        """Divide ``sample`` by ``sqrt(sigma**2 + 1)``, the model input scaling for this call.
+
+        Matches diffusers 0.42.1 ``scale_model_input``.
+
+        Parameters
+        ----------
+        sample : numpy.ndarray or torch.Tensor
+            Shape ``(B, ...)``.
+        timestep : float or tensor
+            The current entry of ``timesteps`` (used only to find the start of the loop).
+
+        Returns
+        -------
+        array
+            Same type, shape and dtype as ``sample``.
+        """
+        k = self._current_index(timestep, "scale_model_input")
+        self._step_index = k
+        return sample / self._coefs[k][0]
+
+    def step(
+        self,
+        model_output: Any,
+        timestep: Any,
+        sample: Any,
+        generator: Any = None,
+        return_dict: bool = True,
+    ) -> KDPM2AncestralDiscreteSchedulerOutput | tuple[Any, Any]:
+        """Advance the loop by one model call.
+
+        Matches diffusers 0.42.1 ``step``: the same numbers for the same inputs and generator,
+        and the same random draws (one per second half-step, shaped like ``model_output``).
+
+        Parameters
+        ----------
+        model_output : numpy.ndarray or torch.Tensor
+            The network's output at this call, shape ``(B, ...)`` like ``sample``.
+        timestep : float or tensor
+            The current entry of ``timesteps`` (used only to find the start of the loop).
+        sample : numpy.ndarray or torch.Tensor
+            The current sample (the one *before* ``scale_model_input``).
+        generator : generator or list of generators, optional
+            ``torch.Generator`` for tensors, ``numpy.random.Generator`` for arrays; a list draws
+            per sample. See :mod:`kdpm2.noise` for what happens with ``None``.
+        return_dict : bool
+            Return an output object (default) or a tuple ``(prev_sample, pred_original_sample)``.
+
+        Returns
+        -------
+        KDPM2AncestralDiscreteSchedulerOutput or tuple
+
+        Raises
+        ------
+        RuntimeError
+            Called before :meth:`set_timesteps`.
+        IndexError
+            Called after the last timestep.
+        TimestepNotInScheduleError
+            The first call's ``timestep`` is not in the schedule.
+        ValueError, TypeError
+            Mismatched shapes or types, a non-float sample, a wrong generator.
+        """
+        k = self._current_index(timestep, "step")
+        self._check_arrays(model_output, sample, generator)
+        coef = self._coefs[k]
+        ptype = self.config["prediction_type"]
+        if k % 2 == 0:
+            _, sigma, mid, dt = coef
+            x0 = _math.predict_x0(model_output, sample, sigma, ptype)
+            if ptype == "epsilon":
+                prev = _axpy(sample, model_output, dt)  # to_d(x, sigma, x0) == eps
+            else:
+                prev = _math.first_half(sample, x0, sigma, mid)
+            self._stored_sample = sample
+        else:
+            _, sigma, mid, dt, up = coef
+            start = self._stored_sample
+            if start is None:
+                raise RuntimeError(
+                    f"step() at index {k} is the second half of a DPM2 step but the first half "
+                    "was not taken by this scheduler; start loops at an even index "
+                    "(set_begin_index(2 * k))."
+                )
+            x0 = _math.predict_x0(model_output, sample, mid, ptype)
+            d = model_output if ptype == "epsilon" else _math.to_d(sample, mid, x0)
+            prev = _axpy(start, d, dt)
+            eps_noise = noise.draw(model_output, generator)
+            prev = _axpy(prev, eps_noise, up, inplace=True)
+            self._stored_sample = None
+        self._step_index = k + 1
+        if not return_dict:
+            return prev, x0
+        return KDPM2AncestralDiscreteSchedulerOutput(prev_sample=prev, pred_original_sample=x0)
+
+    def _check_arrays(self, model_output: Any, sample: Any, generator: Any) -> None:
+        torch_in = _xp.is_torch(sample)
+        if torch_in != _xp.is_torch(model_output) or not (torch_in or isinstance(sample, np.ndarray)):
+            raise TypeError(
+                f"model_output is a {type(model_output).__name__} and sample is a "
+                f"{type(sample).__name__}; both must be torch tensors or both NumPy arrays."
+            )
+        if model_output.shape != sample.shape:
+            raise ValueError(
+                f"model_output has shape {tuple(model_output.shape)} but sample has shape "
+                f"{tuple(sample.shape)}; they must be equal."
+            )
+        floating = sample.is_floating_point() if torch_in else np.issubdtype(sample.dtype, np.floating)
+        if not floating:
+            raise TypeError(
+                f"sample has dtype {sample.dtype}, not a floating-point type; convert it, e.g. "
+                "sample.float() or sample.astype(np.float32)."
+            )
+        if generator is not None:
+            noise.check_generator(generator, sample)
+
+    def add_noise(self, original_samples: Any, noise: Any, timesteps: Any) -> Any:
+        """Noise clean samples to the level of ``timesteps``: ``x0 + sigma(t) * noise``.
+
+        Matches diffusers 0.42.1 ``add_noise`` (including how it picks the index once a loop
+        has a begin or step index).
+
+        Parameters
+        ----------
+        original_samples, noise : array
+            Shape ``(B, ...)``.
+        timesteps : array or tensor of shape ``(B,)`` (or a scalar)
+            Entries of ``scheduler.timesteps``.
+
+        Raises
+        ------
+        TimestepNotInScheduleError
+            A timestep is not in the schedule.
+        """
+        sch = self.schedule
+        if self._begin_index is None:
+            ts = timesteps.detach().cpu().numpy() if _xp.is_torch(timesteps) else timesteps
+            idx = [self.index_for_timestep(float(t)) for t in np.atleast_1d(np.asarray(ts))]
+        else:
+            k = self._step_index if self._step_index is not None else self._begin_index
+            n = int(np.prod(getattr(timesteps, "shape", ()) or (1,)))
+            idx = [k] * n
+        table = sch.expanded(sch.sigmas).astype(np.float32)
+        sigma = table[idx]
+        if _xp.is_torch(original_samples):
+            import torch
+
+            sig = torch.from_numpy(sigma).to(original_samples.device, original_samples.dtype)
+        else:
+            sig = sigma.astype(original_samples.dtype)
+        sig = sig.reshape(tuple(sig.shape) + (1,) * (original_samples.ndim - 1))
+        return original_samples + noise * sig
+
+    def __len__(self) -> int:
+        return self.config["num_train_timesteps"]
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__} {self.to_json_string()}"
+
+
+def json_key(value: Any) -> Any:
+    """Return a hashable stand-in for a config value (lists become tuples)."""
+    return tuple(value) if isinstance(value, list) else value
+
+
+def _axpy(x: Any, y: Any, a: float, *, inplace: bool = False) -> Any:
+    """Return ``x + a * y`` with one fused kernel where the backend has one."""
+    if _xp.is_torch(x):
+        if inplace:
+            return x.add_(y, alpha=a)
+        import torch
+
+        return torch.add(x, y, alpha=a)
+    if inplace:
+        x += a * y
+        return x
+    return x + a * y
