@@ -191,6 +191,9 @@ def make_train_schedule(
     # mirrors diffusers' __init__: float32 alphas; torch.cumprod on CPU accumulates float32 in
     # float64 and rounds each partial product to float32
     alphas_cumprod = np.cumprod((_F32(1.0) - betas).astype(np.float64)).astype(_F32)
+    # where the product underflows float32 (long or steep schedules) diffusers divides by 0 and
+    # gets sigma = inf; keep the smallest normal float32 instead so every table stays finite
+    alphas_cumprod = np.maximum(alphas_cumprod, np.finfo(_F32).tiny)
     sigmas = ((_F32(1.0) - alphas_cumprod) / alphas_cumprod) ** _F32(0.5)
     with np.errstate(divide="ignore"):
         log_sigmas = np.log(sigmas)
@@ -228,11 +231,17 @@ def sigma_to_t(sigma: np.ndarray, log_sigmas: np.ndarray, *, float32: bool = Fal
     """
     dt = _F32 if float32 else np.float64
     log_table = log_sigmas.astype(dt)
-    log_sigma = np.log(np.maximum(np.asarray(sigma, dtype=dt), dt(1e-10)))
+    sigma = np.asarray(sigma, dtype=dt)
+    if len(log_table) < 2:
+        return np.zeros(sigma.shape)
+    log_sigma = np.log(np.maximum(sigma, dt(1e-10)))
     # index of the last table entry <= log_sigma, kept where a right neighbour exists
     low = np.clip(np.searchsorted(log_table, log_sigma, side="right") - 1, 0, len(log_table) - 2)
     lo, hi = log_table[low], log_table[low + 1]
-    w = np.clip((lo - log_sigma) / (lo - hi), dt(0), dt(1))
+    gap = lo - hi
+    flat = gap == 0  # equal neighbours (a tiny beta): any weight is exact, take 0
+    w = np.clip((lo - log_sigma) / np.where(flat, dt(1), gap), dt(0), dt(1))
+    w = np.where(flat, dt(0), w)
     return ((dt(1) - w) * low.astype(dt) + w * (low + 1).astype(dt)).astype(np.float64)
 
 
@@ -248,7 +257,8 @@ def _spaced_timesteps(
         return ts + _F32(steps_offset)
     if spacing == "trailing":
         ratio = num_train_timesteps / n
-        ts = np.arange(num_train_timesteps, 0, -ratio).round().astype(_F32)
+        # the values of np.arange(T, 0, -ratio), whose float length is sometimes n + 1
+        ts = (num_train_timesteps - ratio * np.arange(n)).round().astype(_F32)
         return ts - _F32(1)
     raise ValueError(f"unknown timestep_spacing {spacing!r}")
 
@@ -312,7 +322,7 @@ def ancestral_split_table(
     """
     s = sigmas.astype(_F32)
     sn = sigmas_next.astype(_F32)
-    with np.errstate(invalid="ignore", divide="ignore"):
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
         # mirrors diffusers' set_timesteps (float32 tensors); eta as in k-diffusion
         up32 = np.minimum(sn, _F32(eta) * (sn**2 * (s**2 - sn**2) / s**2) ** _F32(0.5))
         down32 = (sn**2 - up32**2) ** _F32(0.5)
@@ -402,8 +412,10 @@ def make_schedule(
             timesteps = timesteps.round()
         timesteps_dtype = "float64"
     if discard:
+        # A1111 / ComfyUI: drop the last non-zero sigma of the N+1-step schedule (with the
+        # trailing 0 appended, the next-to-last entry), and its timestep
         timesteps = timesteps[:-1]
-        sigmas = np.concatenate([sigmas[:-2], sigmas[-1:]])
+        sigmas = sigmas[:-1]
     # mirrors diffusers' set_timesteps: the step tables are derived from float32 sigmas
     base = np.concatenate([sigmas, [0.0]]).astype(_F32).astype(np.float64)
     n = len(base) - 1
