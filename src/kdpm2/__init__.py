@@ -15,7 +15,9 @@ from ._math import predict_x0 as predict_x0
 from ._math import to_d as to_d
 from .config import FrozenConfig as FrozenConfig
 from .noise import BrownianTreeNoiseSampler as BrownianTreeNoiseSampler
+from .sampling import denoiser_from_network as denoiser_from_network
 from .sampling import get_sigmas_exponential as get_sigmas_exponential
+from .sampling import get_sigmas_from_config as get_sigmas_from_config
 from .sampling import get_sigmas_karras as get_sigmas_karras
 from .sampling import sample_dpm_2_ancestral as sample_dpm_2_ancestral
 from .schedule import Schedule as Schedule
@@ -36,7 +38,9 @@ __all__ = [
     "__version__",
     "ancestral_split",
     "dpm2_ancestral_step",
+    "denoiser_from_network",
     "get_sigmas_exponential",
+    "get_sigmas_from_config",
     "get_sigmas_karras",
     "log_midpoint",
     "make_schedule",

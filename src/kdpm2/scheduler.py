@@ -140,7 +140,7 @@ def _validate(cfg: dict[str, Any]) -> None:
                 f"training timestep (a 1-D sequence of length {t})."
             )
         if not np.all((arr > 0) & (arr < 1)):
-            bad = arr[~((arr > 0) & (arr < 1))][0]
+            bad = float(arr[~((arr > 0) & (arr < 1))][0])
             raise ValueError(
                 f"trained_betas contains {bad!r}, outside (0, 1); every beta must be a variance "
                 "fraction strictly between 0 and 1."
@@ -622,7 +622,8 @@ class KDPM2AncestralDiscreteScheduler(ConfigMixin):
 
     def _check_arrays(self, model_output: Any, sample: Any, generator: Any) -> None:
         torch_in = _xp.is_torch(sample)
-        if torch_in != _xp.is_torch(model_output) or not (torch_in or isinstance(sample, np.ndarray)):
+        same = torch_in == _xp.is_torch(model_output)
+        if not same or not (torch_in or isinstance(sample, np.ndarray) and isinstance(model_output, np.ndarray)):
             raise TypeError(
                 f"model_output is a {type(model_output).__name__} and sample is a "
                 f"{type(sample).__name__}; both must be torch tensors or both NumPy arrays."

@@ -177,3 +177,53 @@ def test_tables_and_loops_match_diffusers(beta_schedule, spacing, kind, train_st
         assert all(torch.equal(x, y) for x, y in zip(ga, gb))
     # the ill-conditioned cases are the known few-step / squaredcos ones, never the common ones
     assert skipped <= (5 if beta_schedule == "squaredcos_cap_v2" else 2)
+
+
+@pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction"])
+@pytest.mark.parametrize("begin_step", [2, 5])
+def test_img2img_from_mid_schedule_matches_diffusers(prediction_type, begin_step):
+    """set_begin_index(2k) + add_noise + the rest of the loop equals diffusers' img2img path."""
+    cfg = _config("scaled_linear", "leading", 1, None, 1000, prediction_type)
+    ref, ours = _pair(cfg)
+    a, a0, ga = _loop(ref, 10, begin=2 * begin_step)
+    b, b0, gb = _loop(ours, 10, begin=2 * begin_step)
+    assert _loop_error(a, b, a) <= LOOP_TOL
+    assert _loop_error(a0, b0, a) <= LOOP_TOL
+    assert all(torch.equal(x, y) for x, y in zip(ga, gb))
+
+
+def test_generator_list_draws_per_sample_like_diffusers():
+    """A list of generators: one draw per sample per second half-step, as diffusers' randn_tensor."""
+    ref, ours = _pair(_config("linear", "linspace", 0, "karras", 1000))
+    a, _, ga = _loop(ref, 10, generators=2)
+    b, _, gb = _loop(ours, 10, generators=2)
+    assert _loop_error(a, b, a) <= LOOP_TOL
+    assert all(torch.equal(x, y) for x, y in zip(ga, gb))
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_loops_match_diffusers(dtype):
+    """float16/bfloat16 samples keep their dtype and match diffusers within that dtype's eps."""
+    ref, ours = _pair(_config("scaled_linear", "linspace", 0, None, 1000))
+    a, _, ga = _loop(ref, 10, dtype=dtype)
+    b, _, gb = _loop(ours, 10, dtype=dtype)
+    eps = float(torch.finfo(dtype).eps)
+    # half-precision rounding differs with the op order: a few eps per op over 19 calls
+    assert _loop_error(a, b, a) <= 64 * eps
+    assert all(torch.equal(x, y) for x, y in zip(ga, gb))
+    ours.set_timesteps(3)
+    x = torch.ones(1, 2, dtype=dtype)
+    out = ours.step(x, ours.timesteps[0], x)
+    assert out.prev_sample.dtype == dtype and out.pred_original_sample.dtype == dtype
+
+
+def test_sample_prediction_where_diffusers_raises():
+    """prediction_type='sample' works in kdpm2; diffusers 0.42.1 raises NotImplementedError."""
+    ref, ours = _pair(_config("linear", "linspace", 0, None, 1000, "sample"))
+    ref.set_timesteps(3)
+    x = torch.ones(1, 2)
+    with pytest.raises(NotImplementedError):
+        ref.step(x, ref.timesteps[0], x)
+    ours.set_timesteps(3)
+    out = ours.step(x * 0.5, ours.timesteps[0], x)
+    assert torch.equal(out.pred_original_sample, x * 0.5)

@@ -1,0 +1,200 @@
+"""The stateful scheduler: NumPy path, dtypes, prediction types, and clear errors for bad input."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import kdpm2
+from kdpm2 import KDPM2AncestralDiscreteScheduler as Scheduler
+
+
+def _numpy_loop(sch, n=5, seed=0, shape=(2, 3), dtype=np.float32, generator=None):
+    sch.set_timesteps(n)
+    rng = np.random.default_rng(seed)
+    gen = rng if generator is None else generator
+    x = (sch.init_noise_sigma * rng.standard_normal(shape)).astype(dtype)
+    for t in sch.timesteps:
+        model_in = sch.scale_model_input(x, t)
+        x = sch.step(np.tanh(0.3 * model_in), t, x, generator=gen).prev_sample
+    return x
+
+
+def test_numpy_loop_keeps_dtype_and_is_reproducible():
+    """NumPy in, NumPy out, in the input dtype; the same seed gives the same sample."""
+    for dtype in (np.float16, np.float32, np.float64):
+        a = _numpy_loop(Scheduler(), dtype=dtype)
+        b = _numpy_loop(Scheduler(), dtype=dtype)
+        assert isinstance(a, np.ndarray) and a.dtype == dtype
+        np.testing.assert_array_equal(a, b)
+        assert np.isfinite(a).all()
+    c = _numpy_loop(Scheduler(), seed=1)
+    assert not np.array_equal(c, _numpy_loop(Scheduler(), seed=0))
+
+
+def test_numpy_matches_torch_for_the_same_noise():
+    """NumPy and torch loops agree (float32 tolerance) when fed the same model and noise."""
+    torch = pytest.importorskip("torch")
+    sch_np, sch_t = Scheduler(), Scheduler()
+    sch_np.set_timesteps(6)
+    sch_t.set_timesteps(6)
+    rng = np.random.default_rng(3)
+    x_np = (sch_np.init_noise_sigma * rng.standard_normal((2, 4))).astype(np.float32)
+    x_t = torch.from_numpy(x_np.copy())
+    noises = iter([rng.standard_normal((2, 4)).astype(np.float32) for _ in range(6)])
+
+    class Replay:  # hands the same noise to both backends
+        def __init__(self):
+            self.cache = []
+
+    draws = [next(noises) for _ in range(5)]
+    import kdpm2.noise as noise_mod
+
+    orig = noise_mod.draw
+    try:
+        it_np, it_t = iter(draws), iter(draws)
+        noise_mod.draw = lambda like, gen=None: (
+            torch.from_numpy(next(it_t)) if isinstance(like, torch.Tensor) else next(it_np)
+        )
+        for t in sch_np.timesteps.tolist():
+            x_np = sch_np.step(np.tanh(sch_np.scale_model_input(x_np, t)), t, x_np).prev_sample
+        for t in sch_t.timesteps:
+            x_t = sch_t.step(torch.tanh(sch_t.scale_model_input(x_t, t)), t, x_t).prev_sample
+    finally:
+        noise_mod.draw = orig
+    np.testing.assert_allclose(x_t.numpy(), x_np, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction", "sample"])
+def test_prediction_types_recover_x0_for_a_perfect_model(prediction_type):
+    """A model that predicts exactly (x0 known) gives pred_original_sample == x0 at every call."""
+    sch = Scheduler(prediction_type=prediction_type)
+    sch.set_timesteps(4)
+    rng = np.random.default_rng(0)
+    x0 = rng.standard_normal((3, 2))
+    x = x0 + sch.init_noise_sigma * rng.standard_normal((3, 2))
+    for k, t in enumerate(sch.timesteps):
+        sigma = sch.schedule.call_sigmas[k]
+        eps = (x - x0) / sigma
+        out = {"epsilon": eps, "sample": x0, "v_prediction": _v(x0, eps, sigma)}[prediction_type]
+        res = sch.step(out, t, x, generator=rng)
+        np.testing.assert_allclose(res.pred_original_sample, x0, rtol=1e-9, atol=1e-9)
+        x = res.prev_sample
+    np.testing.assert_allclose(x, x0, rtol=1e-9, atol=1e-9)
+
+
+def _v(x0, eps, sigma):
+    # v in the variance-preserving parametrisation: alpha * eps - sigma_vp * x0
+    alpha = 1 / np.sqrt(sigma**2 + 1)
+    return alpha * eps - alpha * sigma * x0
+
+
+def test_failed_call_leaves_state_unchanged():
+    """A rejected step() does not advance the loop: the next valid call behaves as if none failed."""
+    sch = Scheduler()
+    sch.set_timesteps(3)
+    x = np.ones((2, 2), np.float32)
+    t0 = sch.timesteps[0]
+    sch.step(x, t0, x)
+    before = (sch.step_index, sch.state_in_first_order)
+    with pytest.raises(ValueError, match="shape"):
+        sch.step(np.ones((2, 3), np.float32), sch.timesteps[1], x)
+    assert (sch.step_index, sch.state_in_first_order) == before
+    with pytest.raises(ValueError, match="num_inference_steps"):
+        sch.set_timesteps(0)
+    assert sch.num_inference_steps == 3 and sch.step_index == 1
+
+
+BAD_CONSTRUCTOR = [
+    ({"beta_schedule": "cosine"}, ValueError, "beta_schedule='cosine' is not supported"),
+    ({"prediction_type": "x0"}, ValueError, "prediction_type='x0' is not supported"),
+    ({"timestep_spacing": "even"}, ValueError, "timestep_spacing='even' is not supported"),
+    ({"use_karras_sigmas": True, "use_beta_sigmas": True}, ValueError, "choose at most one"),
+    ({"num_train_timesteps": 0}, ValueError, "num_train_timesteps=0 is invalid"),
+    ({"beta_start": 0.0}, ValueError, r"beta_start=0.0 is outside \(0, 1\)"),
+    ({"beta_end": 1.5}, ValueError, r"beta_end=1.5 is outside \(0, 1\)"),
+    ({"beta_start": 0.02, "beta_end": 0.01}, ValueError, "larger than beta_end"),
+    ({"trained_betas": [0.1, 0.2]}, ValueError, "trained_betas has shape"),
+    ({"trained_betas": [1.2] * 1000}, ValueError, r"trained_betas contains 1.2, outside \(0, 1\)"),
+    ({"steps_offset": -1}, ValueError, "steps_offset=-1 is invalid"),
+    ({"eta": 1.5}, ValueError, r"eta=1.5 is outside \[0, 1\]"),
+    ({"s_noise": float("nan")}, ValueError, "s_noise=nan is invalid"),
+]
+
+
+@pytest.mark.parametrize(("kwargs", "exc", "message"), BAD_CONSTRUCTOR)
+def test_constructor_rejects_bad_arguments(kwargs, exc, message):
+    """Each bad constructor argument gets an error naming it, the value and what is accepted."""
+    with pytest.raises(exc, match=message):
+        Scheduler(**kwargs)
+
+
+def test_set_timesteps_errors():
+    """set_timesteps rejects 0 steps (diffusers accepts it) and undistinguishable steps."""
+    sch = Scheduler()
+    with pytest.raises(ValueError, match="num_inference_steps=0 is invalid"):
+        sch.set_timesteps(0)
+    with pytest.raises(ValueError, match="num_inference_steps=2.5 is invalid"):
+        sch.set_timesteps(2.5)
+    with pytest.raises(ValueError, match="timestep_spacing='leading' gives at most"):
+        Scheduler(timestep_spacing="leading").set_timesteps(1001)
+    sch.set_timesteps(1001)  # linspace spaces fractional timesteps: allowed
+    assert len(sch.timesteps) == 2001
+
+
+def test_step_errors():
+    """step before set_timesteps, after the end, off-schedule timesteps, wrong types: clear errors."""
+    x = np.ones((2, 2), np.float32)
+    sch = Scheduler()
+    with pytest.raises(RuntimeError, match=r"before set_timesteps\(\)"):
+        sch.step(x, 999, x)
+    sch.set_timesteps(2)
+    with pytest.raises(kdpm2.TimestepNotInScheduleError, match="timestep 999.5 is not in"):
+        sch.step(x, 999.5, x)
+    with pytest.raises(IndexError):  # diffusers' exception type is kept as a base class
+        sch.step(x, 999.5, x)
+    with pytest.raises(TypeError, match="not a floating-point type"):
+        sch.step(x.astype(np.int32), 999, x.astype(np.int32))
+    with pytest.raises(TypeError, match="both must be torch tensors or both NumPy arrays"):
+        sch.step(x.tolist(), 999, x)
+    for t in sch.timesteps:
+        x = sch.step(x, t, x, generator=np.random.default_rng(0)).prev_sample
+    with pytest.raises(IndexError, match="after the last timestep"):
+        sch.step(x, 0.0, x)
+
+
+def test_generator_kind_mismatch():
+    """A torch generator with NumPy arrays (and the reverse) is rejected before any state changes."""
+    torch = pytest.importorskip("torch")
+    sch = Scheduler()
+    sch.set_timesteps(2)
+    x = np.ones((2, 2), np.float32)
+    with pytest.raises(TypeError, match="sample is a numpy.ndarray but generator is a torch.Generator"):
+        sch.step(x, sch.timesteps[0], x, generator=torch.Generator())
+    xt = torch.ones(2, 2)
+    with pytest.raises(TypeError, match="sample is a torch.Tensor but generator is a numpy"):
+        sch.step(xt, sch.timesteps[0], xt, generator=np.random.default_rng())
+    with pytest.raises(ValueError, match="list of 3 generators but the batch has 2"):
+        sch.step(xt, sch.timesteps[0], xt, generator=[torch.Generator()] * 3)
+    assert sch.step_index is None
+
+
+def test_per_sample_numpy_generators_make_batches_split_invariant():
+    """A batch of N with one generator per sample equals N runs of one sample."""
+    seeds = [11, 12, 13]
+    sch = Scheduler()
+    sch.set_timesteps(5)
+    x0 = np.stack([np.random.default_rng(s).standard_normal(4) for s in seeds]).astype(np.float32)
+
+    def run(x, gens):
+        sch.set_timesteps(5)
+        for t in sch.timesteps:
+            x = sch.step(np.tanh(sch.scale_model_input(x, t)), t, x, generator=gens).prev_sample
+        return x
+
+    batch = run(x0 * sch.init_noise_sigma, [np.random.default_rng(100 + s) for s in seeds])
+    singles = [
+        run(x0[i : i + 1] * sch.init_noise_sigma, [np.random.default_rng(100 + s)])
+        for i, s in enumerate(seeds)
+    ]
+    np.testing.assert_array_equal(batch, np.concatenate(singles))
