@@ -75,7 +75,7 @@ def get_sigmas_karras(
     Examples
     --------
     >>> get_sigmas_karras(3, 0.1, 10.0).round(4).tolist()
-    [10.0, 1.8761, 0.1, 0.0]
+    [10.0, 1.4507, 0.1, 0.0]
     """
     _check_range(n, sigma_min, sigma_max)
     ramp = np.linspace(0, 1, n)
@@ -109,7 +109,7 @@ def get_sigmas_from_config(
     Examples
     --------
     >>> get_sigmas_from_config({}, 2).round(3).tolist()
-    [14.615, 0.029, 0.0]
+    [25.146, 0.029, 0.0]
     """
     sigmas = np.asarray(make_schedule(config, n).sigmas)
     return _to_device(sigmas, device)
