@@ -30,7 +30,9 @@ def test_numpy_loop_with_torch_blocked():
             x = sch.step(np.tanh(sch.scale_model_input(x, t)), t, x, generator=rng).prev_sample
         assert x.dtype == np.float32 and np.isfinite(x).all()
         sig = kdpm2.get_sigmas_karras(5, 0.1, 10.0)
-        y = kdpm2.sample_dpm_2_ancestral(lambda x, s: 0.5 * x, 10 * np.ones((2, 2)), sig, disable=True)
+        y = kdpm2.sample_dpm_2_ancestral(
+            lambda x, s: 0.5 * x, 10 * np.ones((2, 2)), sig, disable=True
+        )
         assert np.isfinite(y).all()
         print("ok")
         """

@@ -28,7 +28,8 @@ def test_tables_are_finite_and_well_formed(case):
     for table in (s.timesteps, s.sigmas, s.sigmas_interpol, s.sigmas_up, s.sigmas_down):
         assert np.isfinite(table).all()
     assert s.sigmas[-1] == 0.0
-    assert np.isfinite(s.init_noise_sigma) and s.init_noise_sigma > 0
+    assert np.isfinite(s.init_noise_sigma)
+    assert s.init_noise_sigma > 0
 
 
 @given(config_and_steps())
@@ -73,7 +74,8 @@ def test_squaredcos_small_n_is_finite():
 def test_ancestral_split_eta_zero_and_exact_fallback():
     """eta=0 gives (sigma_next, 0); an ill-conditioned float32 split falls back to float64."""
     down, up = ancestral_split_table(np.array([2.0, 1e4]), np.array([1.0, 1.0]), eta=0.0)
-    assert down.tolist() == [1.0, 1.0] and up.tolist() == [0.0, 0.0]
+    assert down.tolist() == [1.0, 1.0]
+    assert up.tolist() == [0.0, 0.0]
     down, up = ancestral_split_table(np.array([1e4]), np.array([1.0]))
     assert down[0] == pytest.approx(1e-4, rel=1e-9)
 

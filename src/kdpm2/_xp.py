@@ -14,7 +14,7 @@ import numpy as np
 if TYPE_CHECKING:
     import torch
 
-    Array = Union[np.ndarray, torch.Tensor]
+    Array = np.ndarray | torch.Tensor
 else:
     Array = Any
 
@@ -22,7 +22,7 @@ else:
 A = TypeVar("A", np.ndarray, "torch.Tensor")
 
 #: A noise level: a Python float, a 0-d array, or one value per sample (shape ``(B,)``).
-SigmaLike = Union[float, Array]
+SigmaLike = Union[float, Array]  # noqa: UP007 - Array is Any at run time, `|` would fail
 
 
 def torch_module() -> Any | None:

@@ -30,7 +30,9 @@ class NoiseSampler(Protocol):
     like the sample.
     """
 
-    def __call__(self, sigma: Any, sigma_next: Any) -> Any: ...
+    def __call__(self, sigma: Any, sigma_next: Any) -> Any:
+        """Return noise shaped like the sample for the step ``sigma -> sigma_next``."""
+        ...
 
 
 def _kind(gen: object) -> str:

@@ -17,8 +17,8 @@ __all__ = [
     "Denoiser",
     "denoiser_from_network",
     "get_sigmas_exponential",
-    "get_sigmas_karras",
     "get_sigmas_from_config",
+    "get_sigmas_karras",
     "sample_dpm_2_ancestral",
 ]
 
@@ -30,13 +30,17 @@ class Denoiser(Protocol):
     the result is the estimate of the clean sample, shaped like ``x``.
     """
 
-    def __call__(self, x: Any, sigma: Any, **kwargs: Any) -> Any: ...
+    def __call__(self, x: Any, sigma: Any, **kwargs: Any) -> Any:
+        """Return the denoised estimate of ``x`` at noise levels ``sigma``."""
+        ...
 
 
 class Callback(Protocol):
     """Called once per step with a dict: ``x, i, sigma, sigma_hat, denoised``."""
 
-    def __call__(self, info: dict[str, Any]) -> Any: ...
+    def __call__(self, info: dict[str, Any]) -> Any:
+        """Receive one step's values."""
+        ...
 
 
 def _append_zero(sigmas: np.ndarray) -> np.ndarray:
@@ -98,9 +102,7 @@ def get_sigmas_exponential(n: int, sigma_min: float, sigma_max: float, device: A
     return _to_device(_append_zero(sig), device)
 
 
-def get_sigmas_from_config(
-    config: Mapping[str, Any], n: int, device: Any = None
-) -> Any:
+def get_sigmas_from_config(config: Mapping[str, Any], n: int, device: Any = None) -> Any:
     """Return the base noise levels of a scheduler config for ``n`` steps (``n + 1`` values).
 
     The same sigmas ``KDPM2AncestralDiscreteScheduler`` steps through, honouring
@@ -299,13 +301,18 @@ def _loop(
         denoised = model(x, sigma_vec, **extra)
         down, up = _math.ancestral_split(s, sn, eta)
         if callback is not None:
-            callback({"x": x, "i": i, "sigma": sigmas[i], "sigma_hat": sigmas[i],
-                      "denoised": denoised})
+            callback(
+                {"x": x, "i": i, "sigma": sigmas[i], "sigma_hat": sigmas[i], "denoised": denoised}
+            )
         if per_sample:
             x = _math.dpm2_ancestral_step(
-                x, denoised,
-                lambda x_mid, mid: model(x_mid, _xp.like(mid, x), **extra),
-                s, sn, None, eta=eta,
+                x,
+                denoised,
+                lambda x_mid, mid: model(x_mid, _xp.like(mid, x_mid), **extra),
+                s,
+                sn,
+                None,
+                eta=eta,
             )
             x = x + sampler(sigmas[i], sigmas[i + 1]) * s_noise * _xp.append_dims(
                 _xp.like(np.asarray(up), x), x.ndim

@@ -138,7 +138,8 @@ def _torch_linspace_f32(start: float, end: float, steps: int) -> np.ndarray:
 
 def _cosine_betas(num_train_timesteps: int, max_beta: float = 0.999) -> np.ndarray:
     # the "squaredcos_cap_v2" schedule (Nichol & Dhariwal 2021, eq. 17): betas from
-    # alpha_bar(t) = cos((t + 0.008) / 1.008 * pi / 2) ** 2, capped at max_beta; float64, then float32.
+    # alpha_bar(t) = cos((t + 0.008) / 1.008 * pi / 2) ** 2, capped at max_beta; float64, then
+    # float32.
     t = np.arange(num_train_timesteps + 1, dtype=np.float64) / num_train_timesteps
     alpha_bar = np.cos((t + 0.008) / 1.008 * math.pi / 2) ** 2
     return np.minimum(1.0 - alpha_bar[1:] / alpha_bar[:-1], max_beta).astype(_F32)
@@ -299,7 +300,8 @@ def ancestral_split_table(
 
     Computed in float32 as diffusers does (this is where it cancels badly at one or two steps),
     except where float32 fails: there (``sigma_down`` NaN, or 0 while the exact value is
-    positive, or its float32 rounding error above 0.1 %) the float64 form ``sigma_next * sqrt(1 - eta**2 * (1 - (sigma_next / sigma)**2))``
+    positive, or its float32 rounding error above 0.1 %) the float64 form
+    ``sigma_next * sqrt(1 - eta**2 * (1 - (sigma_next / sigma)**2))``
     is used, which has no cancellation. Requires ``sigma > 0``.
 
     Parameters
@@ -395,9 +397,7 @@ def make_schedule(
         cfg.get("timestep_spacing", "linspace"), n_build, t_train, cfg.get("steps_offset", 0)
     )
     train_sigmas32 = train.sigmas.astype(_F32)
-    sigmas = np.interp(
-        timesteps.astype(np.float64), np.arange(len(train_sigmas32)), train_sigmas32
-    )
+    sigmas = np.interp(timesteps.astype(np.float64), np.arange(len(train_sigmas32)), train_sigmas32)
     timesteps_dtype = "float32"
     kind = next(
         (k for k in ("karras", "exponential", "beta") if cfg.get(f"use_{k}_sigmas", False)), None

@@ -106,7 +106,9 @@ def _loop(sch, n, *, dtype=torch.float32, generators=1, begin=None, seed=0, shap
     if begin is not None:
         sch.set_begin_index(begin)
         clean = x / 4
-        x = sch.add_noise(clean, torch.randn(shape, generator=gens[0]).to(dtype), timesteps[begin:begin + 1])
+        x = sch.add_noise(
+            clean, torch.randn(shape, generator=gens[0]).to(dtype), timesteps[begin : begin + 1]
+        )
         timesteps = timesteps[begin:]
     else:
         x = x * float(sch.init_noise_sigma)
@@ -121,7 +123,9 @@ def _loop(sch, n, *, dtype=torch.float32, generators=1, begin=None, seed=0, shap
 
 
 TABLE_GRID = list(
-    itertools.product(["linear", "scaled_linear", "squaredcos_cap_v2"], SPACINGS, KINDS, [1000, 1100])
+    itertools.product(
+        ["linear", "scaled_linear", "squaredcos_cap_v2"], SPACINGS, KINDS, [1000, 1100]
+    )
 )
 
 
@@ -144,7 +148,10 @@ def test_tables_and_loops_match_diffusers(beta_schedule, spacing, kind, train_st
         ref_sig = ref.sigmas.double().numpy()
         ours_sig = ours.sigmas.double().numpy()
         np.testing.assert_allclose(ours_sig, ref_sig, rtol=4 * EPS32, atol=0)
-        assert abs(float(ref.init_noise_sigma) - ours.init_noise_sigma) <= 4 * EPS32 * ours.init_noise_sigma
+        assert (
+            abs(float(ref.init_noise_sigma) - ours.init_noise_sigma)
+            <= 4 * EPS32 * ours.init_noise_sigma
+        )
         ref_t = ref.timesteps.double().numpy()
         ours_t = ours.timesteps.double().numpy()
         assert ours_t.shape == ref_t.shape == (2 * n - 1,)
@@ -174,7 +181,7 @@ def test_tables_and_loops_match_diffusers(beta_schedule, spacing, kind, train_st
         b, b0, gb = _loop(ours, n)
         assert _loop_error(a, b, a) <= LOOP_TOL, n
         assert _loop_error(a0, b0, a) <= LOOP_TOL, n
-        assert all(torch.equal(x, y) for x, y in zip(ga, gb))
+        assert all(torch.equal(x, y) for x, y in zip(ga, gb, strict=True))
     # the ill-conditioned cases are the known few-step / squaredcos ones, never the common ones
     assert skipped <= (5 if beta_schedule == "squaredcos_cap_v2" else 2)
 
@@ -189,16 +196,16 @@ def test_img2img_from_mid_schedule_matches_diffusers(prediction_type, begin_step
     b, b0, gb = _loop(ours, 10, begin=2 * begin_step)
     assert _loop_error(a, b, a) <= LOOP_TOL
     assert _loop_error(a0, b0, a) <= LOOP_TOL
-    assert all(torch.equal(x, y) for x, y in zip(ga, gb))
+    assert all(torch.equal(x, y) for x, y in zip(ga, gb, strict=True))
 
 
 def test_generator_list_draws_per_sample_like_diffusers():
-    """A list of generators: one draw per sample per second half-step, as diffusers' randn_tensor."""
+    """A list of generators draws per sample, once per second half-step (like randn_tensor)."""
     ref, ours = _pair(_config("linear", "linspace", 0, "karras", 1000))
     a, _, ga = _loop(ref, 10, generators=2)
     b, _, gb = _loop(ours, 10, generators=2)
     assert _loop_error(a, b, a) <= LOOP_TOL
-    assert all(torch.equal(x, y) for x, y in zip(ga, gb))
+    assert all(torch.equal(x, y) for x, y in zip(ga, gb, strict=True))
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
@@ -210,11 +217,12 @@ def test_half_precision_loops_match_diffusers(dtype):
     eps = float(torch.finfo(dtype).eps)
     # half-precision rounding differs with the op order: a few eps per op over 19 calls
     assert _loop_error(a, b, a) <= 64 * eps
-    assert all(torch.equal(x, y) for x, y in zip(ga, gb))
+    assert all(torch.equal(x, y) for x, y in zip(ga, gb, strict=True))
     ours.set_timesteps(3)
     x = torch.ones(1, 2, dtype=dtype)
     out = ours.step(x, ours.timesteps[0], x)
-    assert out.prev_sample.dtype == dtype and out.pred_original_sample.dtype == dtype
+    assert out.prev_sample.dtype == dtype
+    assert out.pred_original_sample.dtype == dtype
 
 
 def test_sample_prediction_where_diffusers_raises():

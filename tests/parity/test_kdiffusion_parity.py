@@ -86,10 +86,26 @@ def test_matches_kdiffusion(kd, eta, s_noise, sigmas_kind):
     x = torch.randn(2, 3, 4, 4, generator=torch.Generator().manual_seed(0)) * sigmas[0]
     seen_ref, seen_ours = [], []
     ns_ref, ns_ours = CountingNoise(x, 5), CountingNoise(x, 5)
-    ref = kd.sample_dpm_2_ancestral(_denoiser, x, sigmas, eta=eta, s_noise=s_noise, noise_sampler=ns_ref,
-                                    callback=lambda d: seen_ref.append((d["i"], float(d["sigma"]))), disable=True)
-    ours = kdpm2.sample_dpm_2_ancestral(_denoiser, x, sigmas, eta=eta, s_noise=s_noise, noise_sampler=ns_ours,
-                                        callback=lambda d: seen_ours.append((d["i"], float(d["sigma"]))), disable=True)
+    ref = kd.sample_dpm_2_ancestral(
+        _denoiser,
+        x,
+        sigmas,
+        eta=eta,
+        s_noise=s_noise,
+        noise_sampler=ns_ref,
+        callback=lambda d: seen_ref.append((d["i"], float(d["sigma"]))),
+        disable=True,
+    )
+    ours = kdpm2.sample_dpm_2_ancestral(
+        _denoiser,
+        x,
+        sigmas,
+        eta=eta,
+        s_noise=s_noise,
+        noise_sampler=ns_ours,
+        callback=lambda d: seen_ours.append((d["i"], float(d["sigma"]))),
+        disable=True,
+    )
     assert ns_ours.calls == ns_ref.calls  # same draws at the same steps (even with eta = 0)
     assert seen_ours == seen_ref
     scale = float(x.abs().max())
@@ -100,10 +116,16 @@ def test_eta_zero_is_deterministic_dpm2():
     """With eta=0 the noise is multiplied by 0: any noise sampler gives the same result."""
     sigmas = kdpm2.get_sigmas_karras(8, 0.05, 10.0, device="cpu")
     x = torch.randn(2, 5, generator=torch.Generator().manual_seed(1)) * 10
-    a = kdpm2.sample_dpm_2_ancestral(_denoiser, x, sigmas, eta=0.0, noise_sampler=CountingNoise(x, 1), disable=True)
-    b = kdpm2.sample_dpm_2_ancestral(_denoiser, x, sigmas, eta=0.0, noise_sampler=CountingNoise(x, 2), disable=True)
+    a = kdpm2.sample_dpm_2_ancestral(
+        _denoiser, x, sigmas, eta=0.0, noise_sampler=CountingNoise(x, 1), disable=True
+    )
+    b = kdpm2.sample_dpm_2_ancestral(
+        _denoiser, x, sigmas, eta=0.0, noise_sampler=CountingNoise(x, 2), disable=True
+    )
     assert torch.equal(a, b)
-    c = kdpm2.sample_dpm_2_ancestral(_denoiser, x, sigmas, eta=1.0, noise_sampler=CountingNoise(x, 2), disable=True)
+    c = kdpm2.sample_dpm_2_ancestral(
+        _denoiser, x, sigmas, eta=1.0, noise_sampler=CountingNoise(x, 2), disable=True
+    )
     assert not torch.allclose(a, c)
 
 
@@ -117,10 +139,17 @@ def test_numpy_equals_torch_for_the_same_noise():
         return np.tanh(x / np.sqrt(1 + s[:, None] ** 2)) * 0.8
 
     it = iter(noise)
-    a = kdpm2.sample_dpm_2_ancestral(den_np, x, sig_np, noise_sampler=lambda s, sn: next(it), disable=True)
+    a = kdpm2.sample_dpm_2_ancestral(
+        den_np, x, sig_np, noise_sampler=lambda s, sn: next(it), disable=True
+    )
     it2 = iter(noise)
-    b = kdpm2.sample_dpm_2_ancestral(_denoiser, torch.from_numpy(x), torch.from_numpy(sig_np),
-                                     noise_sampler=lambda s, sn: torch.from_numpy(next(it2)), disable=True)
+    b = kdpm2.sample_dpm_2_ancestral(
+        _denoiser,
+        torch.from_numpy(x),
+        torch.from_numpy(sig_np),
+        noise_sampler=lambda s, sn: torch.from_numpy(next(it2)),
+        disable=True,
+    )
     assert a.dtype == np.float32
     np.testing.assert_allclose(b.numpy(), a, rtol=0, atol=64 * np.finfo(np.float32).eps * 10 * 4)
 
@@ -136,11 +165,15 @@ def test_per_sample_sigmas_equal_stacked_single_runs():
         return np.tanh(x / np.sqrt(1 + np.asarray(s)[:, None] ** 2))
 
     it = iter(noise)
-    batch = kdpm2.sample_dpm_2_ancestral(den, x, np.stack([s1, s2], axis=1),
-                                         noise_sampler=lambda a, b: next(it), disable=True)
+    batch = kdpm2.sample_dpm_2_ancestral(
+        den, x, np.stack([s1, s2], axis=1), noise_sampler=lambda a, b: next(it), disable=True
+    )
     singles = []
     for j, sig in enumerate((s1, s2)):
         itj = iter([n[j : j + 1] for n in noise])
-        singles.append(kdpm2.sample_dpm_2_ancestral(den, x[j : j + 1], sig,
-                                                    noise_sampler=lambda a, b, itj=itj: next(itj), disable=True))
+        singles.append(
+            kdpm2.sample_dpm_2_ancestral(
+                den, x[j : j + 1], sig, noise_sampler=lambda a, b, itj=itj: next(itj), disable=True
+            )
+        )
     np.testing.assert_allclose(batch, np.concatenate(singles), rtol=1e-12, atol=1e-12)
