@@ -1,0 +1,535 @@
+"""Command line: ``kdpm2 sample`` draws images with the bundled demo models.
+
+``kdpm2 sample`` with no options samples a grid of 8x8 digits from the bundled network with 20
+KDPM2-ancestral steps and writes ``kdpm2-samples.png``. ``--model gmm`` samples a 2-D Gaussian
+mixture through its exact denoiser instead and draws the points over the true density. Everything
+runs in NumPy unless ``--backend torch`` is given.
+
+Parsing (:func:`parse_args`), building the model and scheduler (:func:`build_model`,
+:func:`build_scheduler`), sampling (:func:`sample`) and writing (:func:`write_outputs`) are separate
+functions; :func:`main` strings them together and turns user errors into one line on stderr and
+exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import math
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, NoReturn
+
+import numpy as np
+
+from kdpm2.demo._io import write_bytes_atomic
+from kdpm2.demo.digits import DEMO_DIR, IMAGE_SHAPE, WeightsError, load_digits_denoiser
+from kdpm2.demo.gmm import GaussianMixture2D, GMMDenoiser, default_mixture
+
+__all__ = [
+    "SampleOptions",
+    "UsageError",
+    "build_model",
+    "build_scheduler",
+    "main",
+    "parse_args",
+    "render",
+    "sample",
+    "write_outputs",
+]
+
+PROG = "kdpm2"
+MAX_STEPS = 1000
+MAX_SAMPLES = 100_000
+DEFAULT_OUT = Path("kdpm2-samples.png")
+DEFAULT_NUM_SAMPLES = {"digits": 64, "gmm": 1000}
+SAMPLE_SHAPE = {"digits": (IMAGE_SHAPE[0] * IMAGE_SHAPE[1],), "gmm": (2,)}
+_DIGIT_SCALE = 6  # screen pixels per digit pixel
+_DIGIT_GAP = 2
+_PLOT_SIZE = 360
+_PLOT_EXTENT = 3.2  # the scatter plot shows [-extent, extent]^2
+
+
+class UsageError(Exception):
+    """A bad command line; :func:`main` prints it on one line and exits with code 2."""
+
+
+@dataclass(frozen=True, slots=True)
+class SampleOptions:
+    """Validated options of ``kdpm2 sample``.
+
+    Attributes
+    ----------
+    model : {'digits', 'gmm'}
+        Bundled digits network or the exact 2-D Gaussian mixture denoiser.
+    num_samples : int
+        Number of samples ``N``.
+    steps : int
+        Sampler steps ``n`` (``2n - 1`` model calls).
+    seed : int
+        Seed of the initial noise and of the ancestral noise.
+    eta : float
+        Ancestral noise scale (0 = deterministic DPM-2, 1 = the default ancestral sampler).
+    karras : bool
+        Use the Karras et al. (2022) sigma spacing.
+    out : pathlib.Path
+        PNG destination.
+    npy : pathlib.Path or None
+        Optional destination of the raw samples.
+    backend : {'numpy', 'torch'}
+        Array library for the model and the scheduler.
+    quiet : bool
+        No progress bar and no summary line.
+    """
+
+    model: Literal["digits", "gmm"] = "digits"
+    num_samples: int = 64
+    steps: int = 20
+    seed: int = 0
+    eta: float = 1.0
+    karras: bool = False
+    out: Path = DEFAULT_OUT
+    npy: Path | None = None
+    backend: Literal["numpy", "torch"] = "numpy"
+    quiet: bool = False
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(message)
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog=PROG, description="KDPM2 ancestral (DPM2 a) sampler demo.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub = commands.add_parser(
+        "sample",
+        help="draw samples from a bundled demo model and write a PNG",
+        description="Draw samples with the KDPM2 ancestral sampler from a bundled demo model.",
+    )
+    sub.add_argument(
+        "--model",
+        choices=("digits", "gmm"),
+        default="digits",
+        help="digits: the bundled 8x8 digits network (default); gmm: a 2-D Gaussian mixture "
+        "with its exact denoiser, drawn over the true density",
+    )
+    sub.add_argument(
+        "--num-samples",
+        type=int,
+        metavar="N",
+        help=f"number of samples (default: {DEFAULT_NUM_SAMPLES['digits']} digits, "
+        f"{DEFAULT_NUM_SAMPLES['gmm']} gmm points)",
+    )
+    sub.add_argument("--steps", type=int, default=20, help="sampler steps (default: 20)")
+    sub.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    sub.add_argument(
+        "--eta",
+        type=float,
+        default=1.0,
+        help="ancestral noise: 0 (deterministic DPM2) to 1 (default: 1.0)",
+    )
+    sub.add_argument("--karras", action="store_true", help="use Karras sigmas")
+    sub.add_argument(
+        "--out",
+        type=Path,
+        default=DEFAULT_OUT,
+        metavar="PATH.png",
+        help=f"where to write the picture (default: {DEFAULT_OUT})",
+    )
+    sub.add_argument("--npy", type=Path, metavar="PATH.npy", help="also write the raw samples")
+    sub.add_argument(
+        "--backend",
+        choices=("numpy", "torch"),
+        default="numpy",
+        help="array library for model and scheduler (default: numpy)",
+    )
+    sub.add_argument(
+        "-q", "--quiet", action="store_true", help="no progress bar and no summary line"
+    )
+    return parser
+
+
+def _check_output_path(option: str, path: Path, suffix: str) -> None:
+    if path.suffix.lower() != suffix:
+        raise UsageError(f"{option} {str(path)!r} must end in {suffix}.")
+    if not path.parent.is_dir():
+        raise UsageError(
+            f"{option} {str(path)!r}: directory {str(path.parent)!r} does not exist; "
+            "create it first."
+        )
+    if path.is_dir():
+        raise UsageError(f"{option} {str(path)!r} is a directory; give a file name.")
+
+
+def parse_args(argv: Sequence[str] | None = None) -> SampleOptions:
+    """Parse and validate the command line.
+
+    Parameters
+    ----------
+    argv : sequence of str, optional
+        Arguments without the program name; default ``sys.argv[1:]``.
+
+    Returns
+    -------
+    SampleOptions
+
+    Raises
+    ------
+    UsageError
+        For an unknown option, a value out of range, a wrong file suffix or a missing directory.
+    SystemExit
+        With code 0, after printing ``--help``.
+
+    Examples
+    --------
+    >>> parse_args(["sample", "--model", "gmm", "--steps", "5"]).num_samples
+    1000
+    >>> parse_args(["sample", "--steps", "0"])
+    Traceback (most recent call last):
+    ...
+    kdpm2.cli.UsageError: --steps must be between 1 and 1000, got 0.
+    """
+    ns = _build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
+    num_samples = DEFAULT_NUM_SAMPLES[ns.model] if ns.num_samples is None else ns.num_samples
+    if not 1 <= num_samples <= MAX_SAMPLES:
+        raise UsageError(f"--num-samples must be between 1 and {MAX_SAMPLES}, got {num_samples}.")
+    if not 1 <= ns.steps <= MAX_STEPS:
+        raise UsageError(f"--steps must be between 1 and {MAX_STEPS}, got {ns.steps}.")
+    if not 0.0 <= ns.eta <= 1.0:  # also rejects nan
+        raise UsageError(f"--eta must be between 0 and 1, got {ns.eta}.")
+    if ns.seed < 0:
+        raise UsageError(f"--seed must be >= 0, got {ns.seed}.")
+    _check_output_path("--out", ns.out, ".png")
+    if ns.npy is not None:
+        _check_output_path("--npy", ns.npy, ".npy")
+    return SampleOptions(
+        model=ns.model,
+        num_samples=num_samples,
+        steps=ns.steps,
+        seed=ns.seed,
+        eta=ns.eta,
+        karras=ns.karras,
+        out=ns.out,
+        npy=ns.npy,
+        backend=ns.backend,
+        quiet=ns.quiet,
+    )
+
+
+def _require_torch() -> None:
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        raise UsageError(
+            "--backend torch needs torch, which is not installed; install it with "
+            "`pip install 'kdpm2[torch]'` or use --backend numpy."
+        ) from None
+
+
+def build_model(options: SampleOptions) -> Callable[[Any, Any], Any]:
+    """Return the denoiser ``model(scaled_sample, timestep) -> eps`` that ``options`` names.
+
+    Parameters
+    ----------
+    options : SampleOptions
+
+    Returns
+    -------
+    callable
+        :class:`~kdpm2.demo.digits.DigitsDenoiser` or :class:`~kdpm2.demo.gmm.GMMDenoiser`.
+
+    Raises
+    ------
+    UsageError
+        If ``--backend torch`` is asked for and torch is missing.
+    kdpm2.demo.WeightsError
+        If the bundled digits weights are missing or damaged.
+    """
+    if options.backend == "torch":
+        _require_torch()
+    if options.model == "gmm":
+        return GMMDenoiser()
+    return load_digits_denoiser(options.backend)
+
+
+def build_scheduler(options: SampleOptions) -> Any:
+    """Return a KDPM2 ancestral scheduler set up for ``options.steps`` steps.
+
+    The config is the bundled ``scheduler_config.json`` (the forward process the digits network
+    was trained with), with ``eta`` and ``use_karras_sigmas`` from the options.
+
+    Parameters
+    ----------
+    options : SampleOptions
+
+    Returns
+    -------
+    kdpm2.KDPM2AncestralDiscreteScheduler
+    """
+    from kdpm2 import KDPM2AncestralDiscreteScheduler
+
+    scheduler = KDPM2AncestralDiscreteScheduler.from_pretrained(
+        DEMO_DIR, eta=options.eta, use_karras_sigmas=options.karras
+    )
+    scheduler.set_timesteps(options.steps)
+    return scheduler
+
+
+class _FallbackBar:
+    def __init__(self, total: int):
+        self.total, self.done, self.start = total, 0, time.perf_counter()
+
+    def update(self, n: int = 1) -> None:
+        self.done += n
+        rate = self.done / max(time.perf_counter() - self.start, 1e-9)
+        sys.stderr.write(f"\rsampling {self.done}/{self.total} steps, {rate:.1f} steps/s")
+        if self.done >= self.total:
+            sys.stderr.write("\n")
+        sys.stderr.flush()
+
+    def close(self) -> None:
+        pass
+
+
+def _progress_bar(total: int, enabled: bool) -> Any:
+    if not enabled:
+        return None
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return _FallbackBar(total)
+    return tqdm(total=total, desc="sampling", unit="step", file=sys.stderr, leave=False)
+
+
+def sample(
+    model: Callable[[Any, Any], Any],
+    scheduler: Any,
+    *,
+    num_samples: int,
+    sample_shape: tuple[int, ...],
+    seed: int,
+    backend: Literal["numpy", "torch"] = "numpy",
+    progress: bool = False,
+) -> np.ndarray:
+    """Run the KDPM2 ancestral sampling loop and return the final samples.
+
+    ``x = init_noise_sigma * randn``; then, for each ``t`` in ``scheduler.timesteps``,
+    ``x = step(model(scale_model_input(x, t), t), t, x)``. One generator seeded with ``seed``
+    supplies the initial and the ancestral noise (a ``numpy.random.Generator`` for NumPy, a CPU
+    ``torch.Generator`` for torch), so a seed gives the same samples every run on a backend (the
+    two backends draw different numbers).
+
+    Parameters
+    ----------
+    model : callable
+        ``model(scaled_sample, timestep) -> eps`` on the backend's arrays.
+    scheduler : kdpm2.KDPM2AncestralDiscreteScheduler
+        With ``set_timesteps`` already called.
+    num_samples : int
+        Batch size ``N``.
+    sample_shape : tuple of int
+        Shape of one sample, e.g. ``(64,)``.
+    seed : int
+        Seed of the generator.
+    backend : {'numpy', 'torch'}, default 'numpy'
+        Array type of the loop.
+    progress : bool, default False
+        Show a progress bar on stderr with one tick per sampler step (two model calls).
+
+    Returns
+    -------
+    numpy.ndarray
+        float32 samples of shape ``(N, *sample_shape)``, in model space.
+    """
+    shape = (num_samples, *sample_shape)
+    if backend == "torch":
+        import torch
+
+        generator: Any = torch.Generator().manual_seed(seed)
+        x: Any = torch.randn(shape, generator=generator, dtype=torch.float32)
+    else:
+        generator = np.random.default_rng(seed)
+        x = generator.standard_normal(shape, dtype=np.float32)
+    x = x * float(scheduler.init_noise_sigma)
+    timesteps = list(scheduler.timesteps)
+    bar = _progress_bar((len(timesteps) + 1) // 2, progress)
+    for i, t in enumerate(timesteps):
+        eps = model(scheduler.scale_model_input(x, t), t)
+        x = scheduler.step(eps, t, x, generator=generator).prev_sample
+        # Calls 0, 2, 4, ... begin a DPM-2 step; a bar tick is one whole step.
+        if bar is not None and (i % 2 == 1 or i == len(timesteps) - 1):
+            bar.update(1)
+    if bar is not None:
+        bar.close()
+    if backend == "torch":
+        x = x.detach().cpu().numpy()
+    return np.asarray(x, dtype=np.float32)
+
+
+def to_output(samples: np.ndarray, model: Literal["digits", "gmm"]) -> np.ndarray:
+    """Convert model-space samples to what ``--npy`` writes.
+
+    Parameters
+    ----------
+    samples : numpy.ndarray
+        Output of :func:`sample`.
+    model : {'digits', 'gmm'}
+
+    Returns
+    -------
+    numpy.ndarray
+        float32; digits: shape ``(N, 8, 8)``, ink in ``[0, 1]`` (``(x + 1) / 2``, clipped, the
+        scale of ``sklearn.datasets.load_digits().images / 16``); gmm: the points, ``(N, 2)``.
+
+    Examples
+    --------
+    >>> to_output(np.full((1, 64), -1.0, np.float32), "digits").max()
+    np.float32(0.0)
+    """
+    if model == "gmm":
+        return samples.astype(np.float32)
+    images = (samples.reshape(len(samples), *IMAGE_SHAPE) + 1.0) * 0.5
+    return np.clip(images, 0.0, 1.0).astype(np.float32)
+
+
+def _digits_grid(images: np.ndarray) -> np.ndarray:
+    n = len(images)
+    cols = math.ceil(math.sqrt(n))
+    rows = math.ceil(n / cols)
+    cell = IMAGE_SHAPE[0] * _DIGIT_SCALE
+    pitch = cell + _DIGIT_GAP
+    canvas = np.full((rows * pitch + _DIGIT_GAP, cols * pitch + _DIGIT_GAP), 255, np.uint8)
+    big = np.kron(images, np.ones((_DIGIT_SCALE, _DIGIT_SCALE), np.float32))
+    ink = np.round(255.0 * (1.0 - big)).astype(np.uint8)  # dark ink on white
+    for k in range(n):
+        r, c = divmod(k, cols)
+        y, x = _DIGIT_GAP + r * pitch, _DIGIT_GAP + c * pitch
+        canvas[y : y + cell, x : x + cell] = ink[k]
+    return canvas
+
+
+def _scatter_plot(points: np.ndarray, mixture: GaussianMixture2D) -> Any:
+    from PIL import Image, ImageDraw
+
+    size, extent = _PLOT_SIZE, _PLOT_EXTENT
+    coords = (np.arange(size) + 0.5) / size * 2 * extent - extent
+    gx, gy = np.meshgrid(coords, -coords)  # image rows run top-down, y up
+    density = mixture.density(np.stack([gx, gy], axis=-1))
+    shade = np.sqrt(density / density.max())[..., None]  # sqrt: keep the wide blob visible
+    background = np.array([255.0, 255.0, 255.0]) * (1 - shade) + np.array([70, 130, 200]) * shade
+    image = Image.fromarray(background.astype(np.uint8), mode="RGB")
+    draw = ImageDraw.Draw(image)
+    px = (points[:, 0] + extent) / (2 * extent) * size
+    py = (extent - points[:, 1]) / (2 * extent) * size
+    for x, y in zip(px.tolist(), py.tolist(), strict=True):
+        if 0 <= x < size and 0 <= y < size:
+            draw.ellipse((x - 1.5, y - 1.5, x + 1.5, y + 1.5), fill=(200, 30, 30))
+    return image
+
+
+def render(output: np.ndarray, model: Literal["digits", "gmm"]) -> bytes:
+    """Draw the samples as PNG bytes.
+
+    Parameters
+    ----------
+    output : numpy.ndarray
+        From :func:`to_output`.
+    model : {'digits', 'gmm'}
+        Digits become a grid of enlarged images (dark ink on white); gmm points become a
+        scatter plot over the mixture's density on ``[-3.2, 3.2]^2``.
+
+    Returns
+    -------
+    bytes
+        A PNG file.
+    """
+    from PIL import Image
+
+    if model == "gmm":
+        image = _scatter_plot(output, default_mixture())
+    else:
+        image = Image.fromarray(_digits_grid(output), mode="L")
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", optimize=True)
+    return buffer.getvalue()
+
+
+def write_outputs(options: SampleOptions, output: np.ndarray) -> list[Path]:
+    """Write the PNG and, if asked for, the ``.npy`` file, each atomically.
+
+    Parameters
+    ----------
+    options : SampleOptions
+    output : numpy.ndarray
+        From :func:`to_output`.
+
+    Returns
+    -------
+    list of pathlib.Path
+        The files written.
+    """
+    write_bytes_atomic(options.out, render(output, options.model))
+    written = [options.out]
+    if options.npy is not None:
+        buffer = io.BytesIO()
+        np.save(buffer, output, allow_pickle=False)
+        write_bytes_atomic(options.npy, buffer.getvalue())
+        written.append(options.npy)
+    return written
+
+
+def _run_sample(options: SampleOptions) -> int:
+    model = build_model(options)
+    scheduler = build_scheduler(options)
+    start = time.perf_counter()
+    samples = sample(
+        model,
+        scheduler,
+        num_samples=options.num_samples,
+        sample_shape=SAMPLE_SHAPE[options.model],
+        seed=options.seed,
+        backend=options.backend,
+        progress=not options.quiet and sys.stderr.isatty(),
+    )
+    seconds = time.perf_counter() - start
+    written = write_outputs(options, to_output(samples, options.model))
+    if not options.quiet:
+        what = "digits" if options.model == "digits" else "Gaussian-mixture points"
+        calls = len(scheduler.timesteps)
+        files = " and ".join(str(p) for p in written)
+        print(
+            f"wrote {options.num_samples} {what} to {files} "
+            f"({options.steps} steps, {calls} model calls, {options.backend}, {seconds:.2f} s)"
+        )
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``kdpm2`` command line.
+
+    Parameters
+    ----------
+    argv : sequence of str, optional
+        Arguments without the program name; default ``sys.argv[1:]``.
+
+    Returns
+    -------
+    int
+        0 on success, 2 for a bad command line, 1 when the bundled model or an output file
+        cannot be used. Errors are one line on stderr, without a traceback.
+    """
+    try:
+        options = parse_args(argv)
+        return _run_sample(options)
+    except UsageError as exc:
+        print(f"{PROG}: error: {exc} (see `{PROG} sample --help`)", file=sys.stderr)
+        return 2
+    except SystemExit as exc:  # --help
+        return exc.code if isinstance(exc.code, int) else 0
+    except (WeightsError, OSError) as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return 1

@@ -1,0 +1,289 @@
+"""Tests for `kdpm2 sample`: outputs, argument errors, progress bar and the torch-free path."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from kdpm2 import cli
+from kdpm2.demo._io import write_bytes_atomic
+
+SRC = Path(__file__).resolve().parents[1] / "src"
+
+
+def _run(argv, capsys):
+    code = cli.main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_default_digits_run_writes_png_and_npy(tmp_path, capsys):
+    """If this fails, the package's main job (`kdpm2 sample` -> a picture of digits) is broken."""
+    from PIL import Image
+
+    png, npy = tmp_path / "d.png", tmp_path / "d.npy"
+    code, out, err = _run(
+        ["sample", "--num-samples", 6, "--steps", 3, "--out", png, "--npy", npy], capsys
+    )
+    assert (code, err) == (0, "")
+    assert f"wrote 6 digits to {png} and {npy} (3 steps, 5 model calls, numpy" in out
+    samples = np.load(npy)
+    assert samples.shape == (6, 8, 8)
+    assert np.float32 == samples.dtype
+    assert samples.min() == 0.0
+    assert 1.0 >= samples.max() > 0.5
+    assert np.ptp(samples, axis=0).max() > 0.5  # six different images, not one
+    # The grid: 2 rows x 3 columns of 8 * 6 pixels with 2-pixel gaps; cell 0 is sample 0, dark ink.
+    image = np.asarray(Image.open(png))
+    assert image.shape == (2 * 50 + 2, 3 * 50 + 2)
+    expected = np.round(255 * (1 - np.kron(samples[0], np.ones((6, 6))))).astype(np.uint8)
+    np.testing.assert_array_equal(expected, image[2:50, 2:50])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d.npy", "d.png"]  # no temp files left
+
+
+def test_same_seed_same_samples_other_seed_other_samples(tmp_path, capsys):
+    """If this fails, --seed does not make runs reproducible (or is ignored)."""
+
+    def run(seed, name):
+        png, npy = tmp_path / f"{name}.png", tmp_path / f"{name}.npy"
+        argv = ["sample", "-q", "--num-samples", 4, "--steps", 2, "--seed", seed]
+        assert cli.main([str(a) for a in [*argv, "--out", png, "--npy", npy]]) == 0
+        return np.load(npy)
+
+    np.testing.assert_array_equal(run(1, "a"), run(1, "b"))
+    assert not np.allclose(run(1, "a"), run(2, "c"))
+    assert capsys.readouterr() == ("", "")  # --quiet prints nothing
+
+
+def test_gmm_run_writes_points_near_the_mixture(tmp_path, capsys):
+    """If this fails, --model gmm (sampling with the exact denoiser) is broken.
+
+    With the exact denoiser, 20 steps must put nearly every point near one of the components.
+    """
+    from PIL import Image
+
+    from kdpm2.demo.gmm import default_mixture
+
+    png, npy = tmp_path / "g.png", tmp_path / "g.npy"
+    code, out, _ = _run(
+        ["sample", "--model", "gmm", "--num-samples", 400, "--out", png, "--npy", npy], capsys
+    )
+    assert code == 0
+    assert "wrote 400 Gaussian-mixture points" in out
+    points = np.load(npy)
+    assert points.shape == (400, 2)
+    mix = default_mixture()
+    dist = np.linalg.norm(points[:, None, :] - mix.means[None], axis=-1)
+    within = (dist / mix.stds < 4).any(axis=1)
+    assert within.mean() > 0.97
+    assert np.asarray(Image.open(png)).shape == (360, 360, 3)
+
+
+@pytest.mark.parametrize(
+    ("argv", "fragment"),
+    [
+        ([], "required: COMMAND"),
+        (["draw"], "invalid choice: 'draw'"),
+        (["sample", "--steps", "0"], "--steps must be between 1 and 1000, got 0"),
+        (["sample", "--steps", "ten"], "invalid int value: 'ten'"),
+        (["sample", "--num-samples", "-3"], "--num-samples must be between 1 and"),
+        (["sample", "--eta", "nan"], "--eta must be between 0 and 1, got nan"),
+        (["sample", "--eta", "1.5"], "--eta must be between 0 and 1, got 1.5"),
+        (["sample", "--seed", "-1"], "--seed must be >= 0"),
+        (["sample", "--model", "cats"], "invalid choice: 'cats'"),
+        (["sample", "--backend", "jax"], "invalid choice: 'jax'"),
+        (["sample", "--out", "pic.jpg"], "--out 'pic.jpg' must end in .png"),
+        (["sample", "--npy", "x.txt"], "--npy 'x.txt' must end in .npy"),
+        (["sample", "--out", "no/such/dir/x.png"], "directory 'no/such/dir' does not exist"),
+        (["sample", "--bogus"], "unrecognized arguments: --bogus"),
+    ],
+)
+def test_bad_arguments_give_one_line_and_exit_code_2(argv, fragment, capsys, tmp_path, monkeypatch):
+    """If this fails, a typo gives a traceback or a wall of usage text instead of one clear line."""
+    monkeypatch.chdir(tmp_path)
+    code, out, err = _run(argv, capsys)
+    assert code == 2
+    assert out == ""
+    assert len(err.splitlines()) == 1, err
+    assert err.startswith("kdpm2: error: ")
+    assert fragment in err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_help_exits_zero(capsys):
+    """If this fails, `kdpm2 sample --help` reports an error."""
+    code, out, _ = _run(["sample", "--help"], capsys)
+    assert code == 0
+    assert "--num-samples" in out
+
+
+def test_damaged_weights_give_one_line_and_exit_code_1(tmp_path, capsys, monkeypatch):
+    """If this fails, a broken install crashes the CLI with a traceback."""
+    import kdpm2.demo.digits as digits
+
+    bad = tmp_path / "digits.safetensors"
+    bad.write_bytes(b"0" * 10)
+    monkeypatch.setattr(digits, "WEIGHTS_PATH", bad)
+    (tmp_path / "manifest.json").write_text(
+        '{"files": {"digits.safetensors": {"sha256": "00", "size": 5}}}'
+    )
+    code, _, err = _run(["sample", "--out", tmp_path / "x.png"], capsys)
+    assert code == 1
+    assert len(err.splitlines()) == 1
+    assert f"the digits weights file {bad} is longer than expected" in err
+
+
+def test_progress_bar_ticks_once_per_step(monkeypatch, capsys):
+    """If this fails, the progress bar counts half-steps (2n - 1), not the n steps asked for."""
+    monkeypatch.setitem(sys.modules, "tqdm", None)  # force the built-in fallback bar
+    options = cli.SampleOptions(num_samples=2, steps=4)
+    model, scheduler = cli.build_model(options), cli.build_scheduler(options)
+    cli.sample(model, scheduler, num_samples=2, sample_shape=(64,), seed=0, progress=True)
+    err = capsys.readouterr().err
+    ticks = [chunk for chunk in err.split("\r") if chunk]
+    assert [f"sampling {k}/4 steps" for k in range(1, 5)] == [t.split(",")[0] for t in ticks]
+    assert err.endswith("steps/s\n")
+
+
+def test_no_progress_bar_when_stderr_is_not_a_terminal(tmp_path, capsys):
+    """If this fails, logs and pipes fill with progress-bar escape codes."""
+    code, out, err = _run(
+        ["sample", "--num-samples", 2, "--steps", 2, "--out", tmp_path / "x.png"], capsys
+    )
+    assert (code, err) == (0, "")
+    assert out.startswith("wrote 2 digits")
+
+
+def test_sampler_options_reach_the_scheduler():
+    """If this fails, --eta, --karras or --steps are parsed but silently ignored."""
+    options = cli.parse_args(["sample", "--eta", "0", "--karras", "--steps", "7"])
+    scheduler = cli.build_scheduler(options)
+    assert scheduler.config["eta"] == 0.0
+    assert scheduler.config["use_karras_sigmas"] is True
+    assert len(scheduler.timesteps) == 13
+    default = cli.build_scheduler(cli.parse_args(["sample"]))
+    assert (default.config["eta"], default.config["use_karras_sigmas"]) == (1.0, False)
+
+
+def test_gmm_on_the_torch_backend(tmp_path, capsys):
+    """If this fails, the exact mixture denoiser does not work with torch tensors."""
+    pytest.importorskip("torch")
+    npy = tmp_path / "g.npy"
+    code, _, _ = _run(["sample", "--model", "gmm", "--backend", "torch", "--num-samples", 50,
+                       "--out", tmp_path / "g.png", "--npy", npy], capsys)  # fmt: skip
+    assert code == 0
+    points = np.load(npy)
+    assert points.shape == (50, 2)
+    assert np.float32 == points.dtype
+    assert np.abs(points).max() < 3.5  # every component lies within radius 2 + 4 std
+
+
+def test_torch_backend_gives_digits_too(tmp_path, capsys):
+    """If this fails, --backend torch is broken (model or scheduler on tensors)."""
+    pytest.importorskip("torch")
+    npy = tmp_path / "t.npy"
+    code, out, _ = _run(
+        [
+            "sample",
+            "--backend",
+            "torch",
+            "--num-samples",
+            5,
+            "--steps",
+            3,
+            "--out",
+            tmp_path / "t.png",
+            "--npy",
+            npy,
+        ],
+        capsys,
+    )
+    assert code == 0
+    assert "torch" in out
+    samples = np.load(npy)
+    assert samples.shape == (5, 8, 8)
+    assert np.float32 == samples.dtype
+    assert samples.min() == 0.0
+    assert np.ptp(samples, axis=0).max() > 0.5
+
+
+_NO_TORCH_SCRIPT = textwrap.dedent(
+    """
+    import sys
+    sys.modules["torch"] = None  # any `import torch` now raises ImportError
+    from kdpm2.cli import main
+    out = sys.argv[1]
+    rc = main(["sample", "--num-samples", "3", "--steps", "2", "--backend", "numpy",
+               "--out", out + "/a.png", "--npy", out + "/a.npy"])
+    assert rc == 0, rc
+    rc = main(["sample", "--model", "gmm", "--num-samples", "3", "--steps", "2",
+               "--out", out + "/b.png"])
+    assert rc == 0, rc
+    loaded = sorted(m for m in sys.modules if m == "torch" or m.startswith("torch."))
+    assert loaded == ["torch"] and sys.modules["torch"] is None, loaded
+    print("torch-free ok")
+    sys.exit(main(["sample", "--backend", "torch", "--out", out + "/c.png"]))
+    """
+)
+
+
+def test_numpy_backend_never_imports_torch(tmp_path):
+    """If this fails, `kdpm2 sample` needs torch, which the NumPy path promises it does not."""
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")]),
+    }
+    result = subprocess.run(
+        [sys.executable, "-c", _NO_TORCH_SCRIPT, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        check=False,
+    )
+    assert "torch-free ok" in result.stdout, result.stderr
+    assert np.load(tmp_path / "a.npy").shape == (3, 8, 8)
+    # Asking for torch without it is a user error: one line, exit code 2.
+    assert result.returncode == 2
+    assert len(result.stderr.splitlines()) == 1, result.stderr
+    assert "--backend torch needs torch" in result.stderr
+
+
+def test_python_dash_m_runs_the_cli(tmp_path):
+    """If this fails, `python -m kdpm2` does not reach the command line."""
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")]),
+    }
+    result = subprocess.run(
+        [sys.executable, "-m", "kdpm2", "sample", "--steps", "0"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        check=False,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 2
+    assert "--steps must be between 1 and 1000, got 0" in result.stderr
+
+
+def test_atomic_write_leaves_old_file_when_replace_fails(tmp_path, monkeypatch):
+    """If this fails, an interrupted write can leave a half-written output or a stray temp file."""
+    target = tmp_path / "x.png"
+    target.write_bytes(b"old")
+
+    def fail(src, dst):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "replace", fail)
+    with pytest.raises(OSError, match="disk full"):
+        write_bytes_atomic(target, b"new")
+    assert target.read_bytes() == b"old"
+    assert [target] == list(tmp_path.iterdir())
