@@ -9,6 +9,8 @@ follow a one-line recursion over the schedule.
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 
 import kdpm2
@@ -61,7 +63,7 @@ def test_eta_zero_converges_at_order_two():
 
 def _predicted_moments(sigmas, eta, mean0, var0):
     mean, var = mean0, var0
-    for s, sn in zip(sigmas[:-1], sigmas[1:], strict=True):
+    for s, sn in itertools.pairwise(sigmas):
         a, b, up = _affine_step(s, sn, eta)
         mean, var = a * mean + b, a**2 * var + up**2
     return mean, var
