@@ -187,7 +187,8 @@ def main(argv: list[str] | None = None) -> int:
         print("no CUDA device")
         return 0
     device = torch.device("cuda", torch.cuda.current_device())
-    info = {"versions": versions(None), "device": torch.cuda.get_device_name(device)}
+    found = {k: v for k, v in versions(None).items() if k != "k-diffusion"}  # not used here
+    info = {"versions": found, "device": torch.cuda.get_device_name(device)}
     print("versions: " + ", ".join(f"{k} {v}" for k, v in info["versions"].items()))
     print(f"device:   {info['device']}")
 
