@@ -287,46 +287,65 @@ def _loop(
 ) -> Any:
     batch = x.shape[0]
     torch_in = _xp.is_torch(x)
-    if torch_in:
-        s_in = x.new_ones([batch])
-    else:
-        s_in = np.ones(batch, dtype=np.result_type(x.dtype, host.dtype))
-    per_sample = host.ndim == 2
+    if host.ndim == 2:
+        return _loop_per_sample(
+            model, x, sigmas, host, extra, callback, disable, eta, s_noise, sampler
+        )
+    s_in = x.new_ones([batch]) if torch_in else np.ones(batch, np.result_type(x.dtype, host))
+    # the step's scalars, for all steps at once, in the sigmas' dtype (as k-diffusion computes
+    # them per step on 0-d tensors); then plain floats, so the loop does no host arithmetic
+    sig = host[:-1]
+    down, up = (np.asarray(a, dtype=host.dtype) for a in _math.ancestral_split(sig, host[1:], eta))
+    mid = np.asarray(_math.log_midpoint(sig, down), dtype=host.dtype)
+    euler = (down == 0).tolist()
+    sig_f, mid_f = sig.tolist(), mid.tolist()
+    dt_mid, dt_down = (mid - sig).tolist(), (down - sig).tolist()
+    noise_scale = (up * np.asarray(s_noise, host.dtype)).tolist() if s_noise != 1 else up.tolist()
     for i in _progress(len(host) - 1, disable):
-        s, sn = host[i], host[i + 1]
-        if per_sample:
-            sigma_vec = _xp.like(s, x) if torch_in else s.astype(s_in.dtype)
-        else:
-            sigma_vec = sigmas[i] * s_in
-        denoised = model(x, sigma_vec, **extra)
-        down, up = _math.ancestral_split(s, sn, eta)
+        denoised = model(x, sigmas[i] * s_in, **extra)
         if callback is not None:
             callback(
                 {"x": x, "i": i, "sigma": sigmas[i], "sigma_hat": sigmas[i], "denoised": denoised}
             )
-        if per_sample:
-            x = _math.dpm2_ancestral_step(
-                x,
-                denoised,
-                lambda x_mid, mid: model(x_mid, _xp.like(mid, x_mid), **extra),
-                s,
-                sn,
-                None,
-                eta=eta,
-            )
-            x = x + sampler(sigmas[i], sigmas[i + 1]) * s_noise * _xp.append_dims(
-                _xp.like(np.asarray(up), x), x.ndim
-            )
+        d = (x - denoised) / sig_f[i]
+        if euler[i]:
+            x = x + d * dt_down[i]
             continue
-        d = _math.to_d(x, float(s), denoised)
-        if down == 0:
-            x = x + d * float(down - s)
-            continue
-        mid = _math.log_midpoint(s, down)
-        x_2 = x + d * float(mid - s)
-        mid_vec = _xp.like(np.full(batch, mid), x) if torch_in else np.full(batch, mid, s_in.dtype)
-        denoised_2 = model(x_2, mid_vec, **extra)
-        d_2 = _math.to_d(x_2, float(mid), denoised_2)
-        x = x + d_2 * float(down - s)
-        x = x + sampler(sigmas[i], sigmas[i + 1]) * s_noise * float(up)
+        x_2 = x + d * dt_mid[i]
+        mid_in = s_in * mid_f[i]
+        d_2 = (x_2 - model(x_2, mid_in, **extra)) / mid_f[i]
+        x = x + d_2 * dt_down[i]
+        x = x + sampler(sigmas[i], sigmas[i + 1]) * noise_scale[i]
+    return x
+
+
+def _loop_per_sample(
+    model: Denoiser,
+    x: Any,
+    sigmas: Any,
+    host: np.ndarray,
+    extra: dict[str, Any],
+    callback: Callback | None,
+    disable: bool | None,
+    eta: float,
+    s_noise: float,
+    sampler: NoiseSampler,
+) -> Any:
+    for i in _progress(len(host) - 1, disable):
+        s, sn = host[i], host[i + 1]
+        denoised = model(x, _xp.like(s, x), **extra)
+        if callback is not None:
+            callback(
+                {"x": x, "i": i, "sigma": sigmas[i], "sigma_hat": sigmas[i], "denoised": denoised}
+            )
+        x = _math.dpm2_ancestral_step(
+            x,
+            denoised,
+            lambda x_mid, mid: model(x_mid, _xp.like(mid, x_mid), **extra),
+            s,
+            sn,
+            sampler(sigmas[i], sigmas[i + 1]),
+            eta=eta,
+            s_noise=s_noise,
+        )
     return x
