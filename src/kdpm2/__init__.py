@@ -26,6 +26,7 @@ from .scheduler import KDPM2AncestralDiscreteScheduler as KDPM2AncestralDiscrete
 from .scheduler import (
     KDPM2AncestralDiscreteSchedulerOutput as KDPM2AncestralDiscreteSchedulerOutput,
 )
+from .scheduler import SchedulerMixin as SchedulerMixin
 from .scheduler import TimestepNotInScheduleError as TimestepNotInScheduleError
 
 __all__ = [
@@ -34,6 +35,7 @@ __all__ = [
     "KDPM2AncestralDiscreteScheduler",
     "KDPM2AncestralDiscreteSchedulerOutput",
     "Schedule",
+    "SchedulerMixin",
     "TimestepNotInScheduleError",
     "__version__",
     "ancestral_split",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import sys
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
@@ -26,6 +27,7 @@ from .schedule import (
 __all__ = [
     "KDPM2AncestralDiscreteScheduler",
     "KDPM2AncestralDiscreteSchedulerOutput",
+    "SchedulerMixin",
     "TimestepNotInScheduleError",
 ]
 
@@ -178,7 +180,36 @@ def _validate(cfg: dict[str, Any]) -> None:
         raise ValueError(f"s_noise={s_noise!r} is invalid; expected a finite number >= 0.")
 
 
-class KDPM2AncestralDiscreteScheduler(ConfigMixin):
+class SchedulerMixin(ConfigMixin):
+    """Base of kdpm2's schedulers: the config machinery, plus what diffusers pipelines need.
+
+    diffusers' ``DiffusionPipeline.from_pretrained`` reads a component's ``[module, class]``
+    from ``model_index.json`` and picks its load method by checking the class against a class
+    named ``SchedulerMixin`` in that module; ``kdpm2.SchedulerMixin`` is that class for kdpm2.
+
+    ``DiffusionPipeline.save_pretrained`` saves a component only if its class derives from
+    diffusers' own ``SchedulerMixin``. ``import kdpm2`` never imports diffusers, so the public
+    class cannot derive from it. Instead, while diffusers is imported, creating a
+    :class:`KDPM2AncestralDiscreteScheduler` (by construction, ``from_config`` or
+    ``from_pretrained``, or by copying or unpickling a saveable one) gives an instance of a
+    subclass that also derives from diffusers' ``SchedulerMixin`` (built by
+    ``kdpm2._diffusers``), the way ``pathlib.Path(...)`` gives a ``PosixPath``. That subclass
+    changes no behaviour; it only makes the scheduler saveable.
+    """
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> Any:
+        """Create the instance, of the diffusers-saveable subclass while diffusers is imported."""
+        # ``__new__`` lives here, not on the public class, so that ``inspect.signature`` of
+        # the public class still shows its ``__init__``.
+        target: type[Any] | None = None
+        if cls is KDPM2AncestralDiscreteScheduler and sys.modules.get("diffusers") is not None:
+            from ._diffusers import saveable_class
+
+            target = saveable_class()
+        return object.__new__(target or cls)
+
+
+class KDPM2AncestralDiscreteScheduler(SchedulerMixin):
     r"""DPM-Solver-2 with ancestral noise ("DPM2 a"), compatible with diffusers 0.42.1.
 
     Each step of the schedule takes two model calls: an Euler half-step from ``sigma`` to the
@@ -241,6 +272,20 @@ class KDPM2AncestralDiscreteScheduler(ConfigMixin):
       once the start index is known (call ``set_begin_index`` to skip the one lookup).
     - ``eta``, ``s_noise`` and ``discard_penultimate_sigma`` are extra config keys; their
       defaults give diffusers' numbers.
+
+    **In diffusers pipelines.** ``pipe.scheduler = KDPM2AncestralDiscreteScheduler.from_config(
+    pipe.scheduler.config)`` gives the same images as diffusers' own scheduler, and
+    ``pipe.save_pretrained`` / ``DiffusionPipeline.from_pretrained`` keep it, provided kdpm2
+    is imported before loading (``model_index.json`` names the module ``"kdpm2"``;
+    ``tests/test_pipelines.py``). ``import kdpm2`` never imports diffusers, so while diffusers
+    is imported the constructor returns an instance of a subclass that also derives from
+    diffusers' ``SchedulerMixin``, which is what ``save_pretrained`` checks (see
+    :class:`kdpm2.SchedulerMixin`). It is still an instance of this class, with the same
+    behaviour, but ``type(s)`` is that subclass; a scheduler created before diffusers was
+    imported keeps this class and is dropped by ``save_pretrained`` (recreate it with
+    ``from_config(s.config)``). To use another scheduler with a pipeline saved with this one,
+    load the pipeline and then swap ``pipe.scheduler``: passing ``scheduler=`` to
+    ``from_pretrained`` fails diffusers' check against ``kdpm2.SchedulerMixin``.
 
     Examples
     --------
@@ -684,6 +729,11 @@ class KDPM2AncestralDiscreteScheduler(ConfigMixin):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__} {self.to_json_string()}"
+
+
+def _new_scheduler() -> KDPM2AncestralDiscreteScheduler:
+    """Return an uninitialised scheduler of the form that fits this process (for unpickling)."""
+    return KDPM2AncestralDiscreteScheduler.__new__(KDPM2AncestralDiscreteScheduler)
 
 
 def json_key(value: Any) -> Any:
