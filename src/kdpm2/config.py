@@ -11,7 +11,7 @@ import json
 import os
 import tempfile
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -24,8 +24,14 @@ CONFIG_NAME = "scheduler_config.json"
 T = TypeVar("T", bound="ConfigMixin")
 
 
-class FrozenConfig(Mapping[str, Any]):
-    """An immutable mapping with attribute access (``config.beta_schedule``).
+class FrozenConfig(dict[str, Any]):
+    """An immutable ``dict`` with attribute access (``config.beta_schedule``).
+
+    It is a ``dict`` subclass, as diffusers' ``FrozenDict`` is, because diffusers'
+    ``from_config`` treats anything that is not a ``dict`` as a path to load; so
+    ``diffusers.EulerDiscreteScheduler.from_config(kdpm2_scheduler.config)`` works. Every method
+    that would change it raises ``TypeError``; ``dict(config)`` or ``config.copy()`` gives a
+    mutable copy.
 
     Examples
     --------
@@ -34,40 +40,43 @@ class FrozenConfig(Mapping[str, Any]):
     (1.0, 1.0, {'eta': 1.0})
     """
 
-    __slots__ = ("_data",)
-
-    def __init__(self, data: Mapping[str, Any] = (), /) -> None:  # type: ignore[assignment]
-        object.__setattr__(self, "_data", dict(data))
-
-    def __getitem__(self, key: str) -> Any:
-        return self._data[key]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._data)
-
-    def __len__(self) -> int:
-        return len(self._data)
+    __slots__ = ()
 
     def __getattr__(self, name: str) -> Any:
         try:
-            return self._data[name]
+            return self[name]
         except KeyError:
             raise AttributeError(f"config has no key {name!r}") from None
 
     def __setattr__(self, name: str, value: Any) -> None:
-        raise AttributeError("config is read-only; build a new object with from_config(**changes)")
+        raise AttributeError(
+            f"config is read-only (tried to set {name!r}); build a new object with "
+            "from_config(config, **changes)"
+        )
+
+    def _read_only(self, *args: Any, **kwargs: Any) -> Any:
+        raise TypeError(
+            "config is read-only; copy it with dict(config), or build a new object with "
+            "from_config(config, **changes)"
+        )
+
+    __setitem__ = __delitem__ = __ior__ = _read_only
+    clear = pop = popitem = setdefault = update = _read_only  # type: ignore[assignment]
 
     def __repr__(self) -> str:
-        return f"FrozenConfig({self._data!r})"
+        return f"FrozenConfig({dict(self)!r})"
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Mapping) and dict(self) == dict(other)
 
-    def __hash__(self) -> int:
-        return hash(json.dumps(_jsonable(self._data), sort_keys=True))
+    def __ne__(self, other: object) -> bool:
+        return not self == other
+
+    def __hash__(self) -> int:  # type: ignore[override]
+        return hash(json.dumps(_jsonable(dict(self)), sort_keys=True))
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (FrozenConfig, (self._data,))
+        return (FrozenConfig, (dict(self),))
 
 
 def _jsonable(value: Any) -> Any:

@@ -118,8 +118,20 @@ def _check_choice(name: str, value: object, choices: Sequence[str]) -> None:
         raise ValueError(f"{name}={value!r} is not supported; expected one of {accepted}.")
 
 
+def _check_number(name: str, value: object, accepted: str) -> None:
+    if not _is_real(value):
+        raise TypeError(f"{name}={value!r} is a {type(value).__name__}; expected {accepted}.")
+
+
+def _check_bool(name: str, value: object) -> None:
+    # a JSON string such as "false" is truthy: accepting it would silently flip the option
+    if not isinstance(value, bool | np.bool_):
+        raise TypeError(f"{name}={value!r} is a {type(value).__name__}; expected True or False.")
+
+
 def _check_fraction(name: str, value: object) -> float:
-    if not _is_real(value) or not 0.0 < float(value) < 1.0:  # type: ignore[arg-type]
+    _check_number(name, value, "a number in (0, 1)")
+    if not 0.0 < float(value) < 1.0:  # type: ignore[arg-type]
         raise ValueError(f"{name}={value!r} is outside (0, 1); a beta is a variance fraction.")
     return float(value)  # type: ignore[arg-type]
 
@@ -154,6 +166,13 @@ def _validate(cfg: dict[str, Any]) -> None:
             raise ValueError(
                 f"beta_start={start!r} is larger than beta_end={end!r}; betas must not decrease."
             )
+    for key in (
+        "use_karras_sigmas",
+        "use_exponential_sigmas",
+        "use_beta_sigmas",
+        "discard_penultimate_sigma",
+    ):
+        _check_bool(key, cfg[key])
     chosen = [k for k in ("karras", "exponential", "beta") if cfg[f"use_{k}_sigmas"]]
     if len(chosen) > 1:
         raise ValueError(
@@ -171,12 +190,14 @@ def _validate(cfg: dict[str, Any]) -> None:
     if not _is_int(off) or off < 0:
         raise ValueError(f"steps_offset={off!r} is invalid; expected an integer >= 0.")
     eta = cfg["eta"]
-    if not _is_real(eta) or not 0.0 <= float(eta) <= 1.0:
+    _check_number("eta", eta, "a number in [0, 1]")
+    if not 0.0 <= float(eta) <= 1.0:
         raise ValueError(
             f"eta={eta!r} is outside [0, 1]; 0 is deterministic DPM2, 1 full ancestral noise."
         )
     s_noise = cfg["s_noise"]
-    if not _is_real(s_noise) or not (math.isfinite(s_noise) and s_noise >= 0):
+    _check_number("s_noise", s_noise, "a finite number >= 0")
+    if not (math.isfinite(s_noise) and s_noise >= 0):
         raise ValueError(f"s_noise={s_noise!r} is invalid; expected a finite number >= 0.")
 
 
@@ -271,7 +292,12 @@ class KDPM2AncestralDiscreteScheduler(SchedulerMixin):
     - ``step`` reads only host-side tables: no ``.item()``, no ``nonzero()``, no device sync,
       once the start index is known (call ``set_begin_index`` to skip the one lookup).
     - ``eta``, ``s_noise`` and ``discard_penultimate_sigma`` are extra config keys; their
-      defaults give diffusers' numbers.
+      defaults give diffusers' numbers. diffusers ignores them (with a logged warning) when
+      it loads a config saved by kdpm2.
+    - Config values are type-checked: a string ``"false"`` for a boolean key raises
+      ``TypeError`` instead of counting as true (``test_config.py``, load errors).
+    - ``from_config`` names the keys it ignores in one warning, also those of other
+      schedulers (diffusers drops those silently) (``test_config.py``, from_config tests).
 
     **In diffusers pipelines.** ``pipe.scheduler = KDPM2AncestralDiscreteScheduler.from_config(
     pipe.scheduler.config)`` gives the same images as diffusers' own scheduler, and
