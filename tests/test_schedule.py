@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import copy
+import pickle
+
 import numpy as np
 import pytest
 from hypothesis import given
@@ -107,7 +110,9 @@ def test_alphas_cumprod_match_torch_cumprod_bits():
 
 
 def test_tables_are_read_only():
-    """Schedules are immutable: nothing can change a table after it is built."""
+    """Schedules are immutable: nothing can change a table after it is built, or in a copy."""
     s = make_schedule({}, 5)
-    with pytest.raises(ValueError, match="read-only"):
-        s.sigmas[0] = 1.0
+    for table in (s, copy.deepcopy(s), pickle.loads(pickle.dumps(s))):
+        with pytest.raises(ValueError, match="read-only"):
+            table.sigmas[0] = 1.0
+        np.testing.assert_array_equal(table.timesteps, s.timesteps)

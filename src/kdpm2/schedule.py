@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any, Literal
 
 import numpy as np
@@ -54,8 +54,24 @@ def _readonly(a: np.ndarray) -> np.ndarray:
     return a
 
 
+class _FrozenTables:
+    """Mixin for the table records: arrays stay read-only through copies and pickles."""
+
+    __slots__ = ()
+
+    def __post_init__(self) -> None:
+        for f in fields(self):  # type: ignore[arg-type]
+            value = getattr(self, f.name)
+            if isinstance(value, np.ndarray):
+                value.flags.writeable = False
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # rebuild through __init__ so that __post_init__ marks the copied arrays read-only
+        return (type(self), tuple(getattr(self, f.name) for f in fields(self)))  # type: ignore[arg-type]
+
+
 @dataclass(frozen=True, slots=True)
-class TrainSchedule:
+class TrainSchedule(_FrozenTables):
     """The training-time noise schedule (one entry per training timestep).
 
     Attributes
@@ -75,7 +91,7 @@ class TrainSchedule:
 
 
 @dataclass(frozen=True, slots=True)
-class Schedule:
+class Schedule(_FrozenTables):
     """The tables one sampling run reads, for ``N = num_inference_steps`` steps.
 
     Step ``i`` (``0 <= i < N``) starts at ``sigmas[i]``, evaluates the model again at the log

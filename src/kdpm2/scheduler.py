@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import numbers
 import sys
 from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import dataclass, fields
 from typing import Any
 
 import numpy as np
@@ -58,12 +58,16 @@ class TimestepNotInScheduleError(ValueError, IndexError):
     """
 
 
-@dataclass
 class KDPM2AncestralDiscreteSchedulerOutput:
     """Result of :meth:`KDPM2AncestralDiscreteScheduler.step`.
 
     Behaves like diffusers' outputs: attribute access, ``out[0]`` / ``out["prev_sample"]``,
     ``keys()``, ``values()``, ``items()`` and ``to_tuple()``.
+
+    ``pred_original_sample`` is computed from the step's ``model_output`` and ``sample`` when it
+    is first read (pipelines rarely read it, and computing it costs two kernels per call); as
+    for the sample the scheduler keeps between the two halves of a step, those inputs must not
+    be modified in place before then.
 
     Attributes
     ----------
@@ -73,8 +77,27 @@ class KDPM2AncestralDiscreteSchedulerOutput:
         The denoised estimate ``x0`` from this call's model output.
     """
 
-    prev_sample: Any
-    pred_original_sample: Any = None
+    __slots__ = ("_x0", "_x0_args", "prev_sample")
+    _names = ("prev_sample", "pred_original_sample")
+
+    def __init__(
+        self, prev_sample: Any, pred_original_sample: Any = None, *, _x0_args: Any = None
+    ) -> None:
+        self.prev_sample = prev_sample
+        self._x0 = pred_original_sample
+        self._x0_args = _x0_args
+
+    @property
+    def pred_original_sample(self) -> Any:
+        """The denoised estimate ``x0`` (computed on first access)."""
+        if self._x0 is None and self._x0_args is not None:
+            self._x0 = _math.predict_x0(*self._x0_args)
+            self._x0_args = None
+        return self._x0
+
+    @pred_original_sample.setter
+    def pred_original_sample(self, value: Any) -> None:
+        self._x0, self._x0_args = value, None
 
     def to_tuple(self) -> tuple[Any, ...]:
         """Return the fields that are not ``None``, in order."""
@@ -82,7 +105,7 @@ class KDPM2AncestralDiscreteSchedulerOutput:
 
     def keys(self) -> list[str]:
         """Names of the fields that are not ``None``."""
-        return [f.name for f in fields(self) if getattr(self, f.name) is not None]
+        return [name for name in self._names if getattr(self, name) is not None]
 
     def values(self) -> list[Any]:
         """Values of the fields that are not ``None``."""
@@ -102,6 +125,12 @@ class KDPM2AncestralDiscreteSchedulerOutput:
 
     def __len__(self) -> int:
         return len(self.keys())
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(prev_sample={self.prev_sample!r}, "
+            f"pred_original_sample={self.pred_original_sample!r})"
+        )
 
 
 def _is_int(value: object) -> bool:
@@ -353,13 +382,12 @@ class KDPM2AncestralDiscreteScheduler(SchedulerMixin):
             args["trained_betas"] = trained_betas.tolist()
         _validate(args)
         self._register_config(args)
-        self._train: TrainSchedule | None = None
-        self._train_key: Any = None
         self._schedule: Schedule | None = None
         self._step_index: int | None = None
         self._begin_index: int | None = None
         self._stored_sample: Any = None
         self._coefs: list[tuple[float, ...]] = []
+        self._checked: Any = None
         self._out_device: Any = None
         self._cache: dict[Any, Any] = {}
         self.num_inference_steps: int | None = None
@@ -367,18 +395,14 @@ class KDPM2AncestralDiscreteScheduler(SchedulerMixin):
     # ----------------------------------------------------------------- schedule and state
     def _train_schedule(self) -> TrainSchedule:
         cfg = self.config
-        key = (cfg["num_train_timesteps"], cfg["beta_start"], cfg["beta_end"],
-               cfg["beta_schedule"], json_key(cfg["trained_betas"]))
-        if self._train is None or self._train_key != key:
-            self._train = make_train_schedule(
-                num_train_timesteps=cfg["num_train_timesteps"],
-                beta_start=cfg["beta_start"],
-                beta_end=cfg["beta_end"],
-                beta_schedule=cfg["beta_schedule"],
-                trained_betas=cfg["trained_betas"],
-            )
-            self._train_key = key
-        return self._train
+        betas = cfg["trained_betas"]
+        return _cached_train_schedule(
+            cfg["num_train_timesteps"],
+            cfg["beta_start"],
+            cfg["beta_end"],
+            cfg["beta_schedule"],
+            None if betas is None else tuple(betas),
+        )
 
     def set_timesteps(
         self,
@@ -433,19 +457,20 @@ class KDPM2AncestralDiscreteScheduler(SchedulerMixin):
         s_noise = float(self.config["s_noise"])
         sig, mid = schedule.sigmas.tolist(), schedule.sigmas_interpol.tolist()
         up, down = schedule.sigmas_up.tolist(), schedule.sigmas_down.tolist()
-        coefs = []
-        for k, call_sigma in enumerate(schedule.call_sigmas.tolist()):
-            i = (k + 1) // 2
-            # mirrors diffusers' scale_model_input: (sigma**2 + 1) ** 0.5 on a float32 scalar
-            c32 = np.float32(call_sigma)
-            scale = float((c32 * c32 + np.float32(1)) ** np.float32(0.5))
+        # diffusers' scale_model_input divides by (sigma**2 + 1) ** 0.5 of a float32 sigma, in
+        # float32 (torch's float32 sqrt may differ from this correctly rounded one by 1 ulp)
+        c32 = schedule.call_sigmas.astype(np.float32)
+        scales = np.sqrt(c32 * c32 + np.float32(1)).tolist()
+        coefs: list[tuple[float, ...]] = []
+        for k, scale in enumerate(scales):
+            i = k // 2
             if k % 2 == 0:
                 coefs.append((scale, sig[i], mid[i], mid[i] - sig[i]))
             else:
-                i = (k - 1) // 2
                 coefs.append((scale, sig[i], mid[i], down[i] - sig[i], up[i] * s_noise))
         self._schedule = schedule
         self._coefs = coefs
+        self._checked = None
         self._out_device = device
         self._cache = {}
         self._step_index = None
@@ -663,16 +688,17 @@ class KDPM2AncestralDiscreteScheduler(SchedulerMixin):
         self._check_arrays(model_output, sample, generator)
         coef = self._coefs[k]
         ptype = self.config["prediction_type"]
+        x0 = None
         if k % 2 == 0:
             _, sigma, mid, dt = coef
-            x0 = _math.predict_x0(model_output, sample, sigma, ptype)
             if ptype == "epsilon":
-                prev = _axpy(sample, model_output, dt)  # to_d(x, sigma, x0) == eps
+                prev = _axpy(sample, model_output, dt)  # to_d(x, sigma, x0) is eps itself
             else:
+                x0 = _math.predict_x0(model_output, sample, sigma, ptype)
                 prev = _math.first_half(sample, x0, sigma, mid)
             self._stored_sample = sample
         else:
-            _, sigma, mid, dt, up = coef
+            _, _, sigma, dt, up = coef  # this call's model input sits at the midpoint
             start = self._stored_sample
             if start is None:
                 raise RuntimeError(
@@ -680,31 +706,47 @@ class KDPM2AncestralDiscreteScheduler(SchedulerMixin):
                     "was not taken by this scheduler; start loops at an even index "
                     "(set_begin_index(2 * k))."
                 )
-            x0 = _math.predict_x0(model_output, sample, mid, ptype)
-            d = model_output if ptype == "epsilon" else _math.to_d(sample, mid, x0)
+            if ptype == "epsilon":
+                d = model_output
+            else:
+                x0 = _math.predict_x0(model_output, sample, sigma, ptype)
+                d = _math.to_d(sample, sigma, x0)
             prev = _axpy(start, d, dt)
-            eps_noise = noise.draw(model_output, generator)
-            prev = _axpy(prev, eps_noise, up, inplace=True)
+            prev = _axpy(prev, noise.draw(model_output, generator), up, inplace=True)
             self._stored_sample = None
         self._step_index = k + 1
+        x0_args = (model_output, sample, sigma, ptype) if x0 is None else None
         if not return_dict:
-            return prev, x0
-        return KDPM2AncestralDiscreteSchedulerOutput(prev_sample=prev, pred_original_sample=x0)
+            return prev, x0 if x0_args is None else _math.predict_x0(*x0_args)
+        return KDPM2AncestralDiscreteSchedulerOutput(prev, x0, _x0_args=x0_args)
 
     def _check_arrays(self, model_output: Any, sample: Any, generator: Any) -> None:
-        torch_in = _xp.is_torch(sample)
-        same = torch_in == _xp.is_torch(model_output)
-        if not same or not (torch_in or isinstance(sample, np.ndarray) and isinstance(model_output, np.ndarray)):
-            raise TypeError(
-                f"model_output is a {type(model_output).__name__} and sample is a "
-                f"{type(sample).__name__}; both must be torch tensors or both NumPy arrays."
-            )
+        # the type/dtype/generator checks are repeated only when those change (they cost as
+        # much as a small tensor op); the shape is checked on every call
+        lists = isinstance(generator, list | tuple)
+        key = (type(sample), type(model_output), getattr(sample, "dtype", None), type(generator))
+        if lists or key != self._checked:
+            self._check_types(model_output, sample, generator)
+            self._checked = None if lists else key
         if model_output.shape != sample.shape:
             raise ValueError(
                 f"model_output has shape {tuple(model_output.shape)} but sample has shape "
                 f"{tuple(sample.shape)}; they must be equal."
             )
-        floating = sample.is_floating_point() if torch_in else np.issubdtype(sample.dtype, np.floating)
+
+    @staticmethod
+    def _check_types(model_output: Any, sample: Any, generator: Any) -> None:
+        torch_in = _xp.is_torch(sample)
+        if torch_in:
+            ok = _xp.is_torch(model_output)
+        else:
+            ok = isinstance(sample, np.ndarray) and isinstance(model_output, np.ndarray)
+        if not ok:
+            raise TypeError(
+                f"model_output is a {type(model_output).__name__} and sample is a "
+                f"{type(sample).__name__}; both must be torch tensors or both NumPy arrays."
+            )
+        floating = sample.is_floating_point() if torch_in else sample.dtype.kind == "f"
         if not floating:
             raise TypeError(
                 f"sample has dtype {sample.dtype}, not a floating-point type; convert it, e.g. "
@@ -762,9 +804,22 @@ def _new_scheduler() -> KDPM2AncestralDiscreteScheduler:
     return KDPM2AncestralDiscreteScheduler.__new__(KDPM2AncestralDiscreteScheduler)
 
 
-def json_key(value: Any) -> Any:
-    """Return a hashable stand-in for a config value (lists become tuples)."""
-    return tuple(value) if isinstance(value, list) else value
+@functools.lru_cache(maxsize=16)
+def _cached_train_schedule(
+    num_train_timesteps: int,
+    beta_start: float,
+    beta_end: float,
+    beta_schedule: str,
+    trained_betas: tuple[float, ...] | None,
+) -> TrainSchedule:
+    """Build a training schedule once per distinct config (its tables are read-only)."""
+    return make_train_schedule(
+        num_train_timesteps=num_train_timesteps,
+        beta_start=beta_start,
+        beta_end=beta_end,
+        beta_schedule=beta_schedule,
+        trained_betas=trained_betas,
+    )
 
 
 def _axpy(x: Any, y: Any, a: float, *, inplace: bool = False) -> Any:
