@@ -107,6 +107,12 @@ def draw(like: Any, generator: Any = None) -> Any:
     >>> bool((a == b).all()), a.dtype
     (True, dtype('float32'))
     """
+    if not isinstance(like, np.ndarray) and not isinstance(generator, list | tuple):
+        # the common case, one call per ancestral step: one generator (or none) on the
+        # sample's device
+        if generator is None or generator.device == like.device:
+            randn = _xp.torch_module().randn  # type: ignore[union-attr]
+            return randn(like.shape, generator=generator, dtype=like.dtype, device=like.device)
     gens = generator
     if isinstance(gens, list | tuple) and len(gens) == 1:
         gens = gens[0]

@@ -638,8 +638,9 @@ class KDPM2AncestralDiscreteScheduler(SchedulerMixin):
         array
             Same type, shape and dtype as ``sample``.
         """
-        k = self._current_index(timestep, "scale_model_input")
-        self._step_index = k
+        k = self._step_index
+        if k is None or k >= len(self._coefs):  # start of a loop, or an error to report
+            k = self._step_index = self._current_index(timestep, "scale_model_input")
         return sample / self._coefs[k][0]
 
     def step(
@@ -684,7 +685,9 @@ class KDPM2AncestralDiscreteScheduler(SchedulerMixin):
         ValueError, TypeError
             Mismatched shapes or types, a non-float sample, a wrong generator.
         """
-        k = self._current_index(timestep, "step")
+        k = self._step_index
+        if k is None or k >= len(self._coefs):  # start of a loop, or an error to report
+            k = self._current_index(timestep, "step")
         self._check_arrays(model_output, sample, generator)
         coef = self._coefs[k]
         ptype = self.config["prediction_type"]
@@ -823,13 +826,13 @@ def _cached_train_schedule(
 
 
 def _axpy(x: Any, y: Any, a: float, *, inplace: bool = False) -> Any:
-    """Return ``x + a * y`` with one fused kernel where the backend has one."""
-    if _xp.is_torch(x):
-        if inplace:
-            return x.add_(y, alpha=a)
-        import torch
+    """Return ``x + a * y`` with one fused kernel where the backend has one.
 
-        return torch.add(x, y, alpha=a)
+    ``x`` is a NumPy array or a torch tensor (checked at the boundary), so anything that is not
+    an ``ndarray`` is a tensor.
+    """
+    if not isinstance(x, np.ndarray):
+        return x.add_(y, alpha=a) if inplace else x.add(y, alpha=a)
     if inplace:
         x += a * y
         return x
