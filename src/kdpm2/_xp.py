@@ -96,7 +96,7 @@ def like(value: Any, x: Any) -> Any:
             return value.to(device=x.device, dtype=x.dtype)
         return torch.as_tensor(np.asarray(value), device=x.device).to(x.dtype)
     if is_torch(value):
-        value = value.detach().cpu().numpy()  # type: ignore[union-attr]
+        value = value.detach().cpu().numpy()
     return np.asarray(value, dtype=x.dtype)
 
 

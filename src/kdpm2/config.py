@@ -227,12 +227,14 @@ class ConfigMixin:
         return path
 
     def save_pretrained(self, save_directory: str | os.PathLike[str], **kwargs: Any) -> Path:
-        """Same as :meth:`save_config` (a scheduler has no weights)."""
+        """Write the config, as :meth:`save_config` does (a scheduler has no weights)."""
         return self.save_config(save_directory, **kwargs)
 
     @classmethod
     def load_config(
-        cls, pretrained_model_name_or_path: str | os.PathLike[str], subfolder: str | None = None,
+        cls,
+        pretrained_model_name_or_path: str | os.PathLike[str],
+        subfolder: str | None = None,
         **_: Any,
     ) -> dict[str, Any]:
         """Read a ``scheduler_config.json`` (a directory, a ``subfolder`` of one, or the file).

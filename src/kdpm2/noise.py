@@ -107,12 +107,15 @@ def draw(like: Any, generator: Any = None) -> Any:
     >>> bool((a == b).all()), a.dtype
     (True, dtype('float32'))
     """
-    if not isinstance(like, np.ndarray) and not isinstance(generator, list | tuple):
-        # the common case, one call per ancestral step: one generator (or none) on the
-        # sample's device
-        if generator is None or generator.device == like.device:
-            randn = _xp.torch_module().randn  # type: ignore[union-attr]
-            return randn(like.shape, generator=generator, dtype=like.dtype, device=like.device)
+    # the common case, one call per ancestral step: one generator (or none) on the sample's
+    # device
+    if (
+        not isinstance(like, np.ndarray)
+        and not isinstance(generator, list | tuple)
+        and (generator is None or generator.device == like.device)
+    ):
+        randn = _xp.torch_module().randn  # type: ignore[union-attr]
+        return randn(like.shape, generator=generator, dtype=like.dtype, device=like.device)
     gens = generator
     if isinstance(gens, list | tuple) and len(gens) == 1:
         gens = gens[0]
@@ -124,9 +127,9 @@ def draw(like: Any, generator: Any = None) -> Any:
         return _draw_numpy(tuple(like.shape), dtype, gens)
     torch = _xp.torch_module()
     assert torch is not None
-    device = like.device
-    first = gens[0] if isinstance(gens, list | tuple) else gens
-    rand_device = device
+    device: Any = like.device
+    first: Any = gens[0] if isinstance(gens, list | tuple) else gens
+    rand_device: Any = device
     if first is not None and first.device.type == "cpu" and device.type != "cpu":
         rand_device = torch.device("cpu")
     if isinstance(gens, list | tuple):
@@ -185,15 +188,15 @@ class BrownianTreeNoiseSampler:
         t1 = float(self._transform(max(sigma_min, sigma_max)))
         if seed is None:
             seed = int(torch.randint(0, 2**63 - 1, []).item())
-        self._batched = isinstance(seed, list | tuple)
-        seeds = list(seed) if isinstance(seed, list | tuple) else [seed]
+        self._batched = not isinstance(seed, int)
+        seeds = [seed] if isinstance(seed, int) else [int(s) for s in seed]
         if self._batched and len(seeds) != x.shape[0]:
             raise ValueError(
                 f"seed is a list of {len(seeds)} seeds but x has {x.shape[0]} samples; "
                 "pass one seed per sample or a single int."
             )
         w0 = torch.zeros_like(x[:1] if self._batched else x)
-        self._trees = [
+        self._trees: list[Any] = [
             torchsde.BrownianTree(torch.tensor(t0), w0, torch.tensor(t1), entropy=s) for s in seeds
         ]
 
@@ -206,7 +209,7 @@ class BrownianTreeNoiseSampler:
         forward = float(t1) >= float(t0)
         lo, hi = (t0, t1) if forward else (t1, t0)
         if self._batched:
-            w = torch.cat([tree(lo, hi) for tree in self._trees])
+            w: Any = torch.cat([tree(lo, hi) for tree in self._trees])
         else:
             w = self._trees[0](lo, hi)
         w = w if forward else -w

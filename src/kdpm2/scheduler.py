@@ -8,7 +8,7 @@ import numbers
 import sys
 from collections import OrderedDict
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -356,7 +356,7 @@ class KDPM2AncestralDiscreteScheduler(SchedulerMixin):
     (dtype('float32'), 7)
     """
 
-    _compatibles = list(_COMPATIBLES)
+    _compatibles: ClassVar[list[str]] = list(_COMPATIBLES)
     order = 2
 
     def __init__(
@@ -545,7 +545,7 @@ class KDPM2AncestralDiscreteScheduler(SchedulerMixin):
         return self._begin_index
 
     def set_begin_index(self, begin_index: int = 0) -> None:
-        """Start the next loop at ``timesteps[begin_index]`` (img2img: ``2 * k`` to skip ``k`` steps).
+        """Start the next loop at ``timesteps[begin_index]`` (img2img: ``2 * k`` skips ``k`` steps).
 
         Raises
         ------
@@ -584,7 +584,8 @@ class KDPM2AncestralDiscreteScheduler(SchedulerMixin):
             self.schedule.timesteps
             if schedule_timesteps is None
             else np.asarray(
-                schedule_timesteps.detach().cpu() if _xp.is_torch(schedule_timesteps)
+                schedule_timesteps.detach().cpu()
+                if _xp.is_torch(schedule_timesteps)
                 else schedule_timesteps,
                 dtype=np.float64,
             )
@@ -608,8 +609,10 @@ class KDPM2AncestralDiscreteScheduler(SchedulerMixin):
             )
         k = self._step_index
         if k is None:
-            k = self._begin_index if self._begin_index is not None else self.index_for_timestep(
-                timestep
+            k = (
+                self._begin_index
+                if self._begin_index is not None
+                else self.index_for_timestep(timestep)
             )
         if k >= len(self._coefs):
             n = len(self._coefs)
@@ -749,7 +752,7 @@ class KDPM2AncestralDiscreteScheduler(SchedulerMixin):
                 f"model_output is a {type(model_output).__name__} and sample is a "
                 f"{type(sample).__name__}; both must be torch tensors or both NumPy arrays."
             )
-        floating = sample.is_floating_point() if torch_in else sample.dtype.kind == "f"
+        floating = sample.is_floating_point() if torch_in else sample.dtype.kind == "f"  # type: ignore[union-attr]
         if not floating:
             raise TypeError(
                 f"sample has dtype {sample.dtype}, not a floating-point type; convert it, e.g. "

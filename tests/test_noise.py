@@ -1,0 +1,81 @@
+"""Noise sources: per-sample generators and the Brownian-tree noise sampler."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+
+import kdpm2
+from kdpm2.noise import draw
+
+
+def test_numpy_generator_list_draws_per_sample():
+    """A list of NumPy generators gives sample i the noise generator i would give alone."""
+    like = np.zeros((3, 2, 2), np.float32)
+    batch = draw(like, [np.random.default_rng(s) for s in (1, 2, 3)])
+    singles = [draw(like[:1], np.random.default_rng(s)) for s in (1, 2, 3)]
+    np.testing.assert_array_equal(batch, np.concatenate(singles))
+    assert batch.dtype == np.float32
+
+
+def test_numpy_float16_noise_is_drawn_in_float32_then_cast():
+    """float16 samples get float32 draws cast to float16 (the documented dtype policy)."""
+    out = draw(np.zeros((2, 3), np.float16), np.random.default_rng(0))
+    expected = np.random.default_rng(0).standard_normal((2, 3), dtype=np.float32)
+    assert out.dtype == np.float16
+    np.testing.assert_array_equal(out, expected.astype(np.float16))
+
+
+def test_brownian_noise_is_independent_of_query_order_and_batch_split():
+    """Same seed, same noise whatever order the steps are queried in and whatever the batch."""
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("torchsde")
+    x = torch.zeros(2, 3)
+    sigmas = [10.0, 5.0, 2.0, 0.5]
+    forward = kdpm2.BrownianTreeNoiseSampler(x, 0.5, 10.0, seed=[7, 8])
+    backward = kdpm2.BrownianTreeNoiseSampler(x, 0.5, 10.0, seed=[7, 8])
+    pairs = list(itertools.pairwise(sigmas))
+    a = [forward(s, sn) for s, sn in pairs]
+    b = [backward(s, sn) for s, sn in reversed(pairs)][::-1]
+    for u, v in zip(a, b, strict=True):
+        torch.testing.assert_close(u, v, rtol=1e-5, atol=1e-6)
+    single = kdpm2.BrownianTreeNoiseSampler(x[:1], 0.5, 10.0, seed=[8])
+    torch.testing.assert_close(single(10.0, 5.0), a[0][1:], rtol=1e-5, atol=1e-6)
+    # increments are standard normal after normalisation: not all zero, not all equal
+    assert float(a[0].std()) > 0.1
+    assert not torch.allclose(a[0][0], a[0][1])
+
+
+def test_brownian_sampler_batch_equals_single_runs_in_the_sampler():
+    """sample_dpm_2_ancestral with per-sample Brownian seeds: a batch equals its single runs."""
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("torchsde")
+    sigmas = kdpm2.get_sigmas_karras(6, 0.1, 10.0, device="cpu")
+    x = torch.randn(2, 4, generator=torch.Generator().manual_seed(0)) * 10
+
+    def den(x, s):
+        return torch.tanh(x / (1 + s[:, None] ** 2) ** 0.5)
+
+    ns = kdpm2.BrownianTreeNoiseSampler(x, 0.1, 10.0, seed=[3, 4])
+    batch = kdpm2.sample_dpm_2_ancestral(den, x, sigmas, noise_sampler=ns, disable=True)
+    singles = [
+        kdpm2.sample_dpm_2_ancestral(
+            den,
+            x[i : i + 1],
+            sigmas,
+            noise_sampler=kdpm2.BrownianTreeNoiseSampler(x[i : i + 1], 0.1, 10.0, seed=[s]),
+            disable=True,
+        )
+        for i, s in enumerate((3, 4))
+    ]
+    torch.testing.assert_close(batch, torch.cat(singles), rtol=1e-5, atol=1e-5)
+
+
+def test_brownian_seed_list_length_must_match_batch():
+    """A seed list whose length is not the batch size is rejected with a clear message."""
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("torchsde")
+    with pytest.raises(ValueError, match="list of 3 seeds but x has 2 samples"):
+        kdpm2.BrownianTreeNoiseSampler(torch.zeros(2, 3), 0.1, 1.0, seed=[1, 2, 3])
