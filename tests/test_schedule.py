@@ -116,3 +116,19 @@ def test_tables_are_read_only():
         with pytest.raises(ValueError, match="read-only"):
             table.sigmas[0] = 1.0
         np.testing.assert_array_equal(table.timesteps, s.timesteps)
+
+
+def test_discard_penultimate_sigma_holds_on_the_functional_path():
+    """The sigma builders drop the same sigma the scheduler's option drops."""
+    import kdpm2
+
+    full = kdpm2.get_sigmas_karras(8, 0.03, 14.6)
+    cut = kdpm2.get_sigmas_karras(7, 0.03, 14.6, discard_penultimate_sigma=True)
+    np.testing.assert_array_equal(cut, np.concatenate([full[:-2], [0.0]]))
+    full = kdpm2.get_sigmas_exponential(5, 0.1, 10.0)
+    cut = kdpm2.get_sigmas_exponential(4, 0.1, 10.0, discard_penultimate_sigma=True)
+    np.testing.assert_array_equal(cut, np.concatenate([full[:-2], [0.0]]))
+    cfg = {"use_karras_sigmas": True}
+    full = kdpm2.get_sigmas_from_config(cfg, 8)
+    cut = kdpm2.get_sigmas_from_config({**cfg, "discard_penultimate_sigma": True}, 7)
+    np.testing.assert_array_equal(cut, np.concatenate([full[:-2], [0.0]]))

@@ -56,7 +56,13 @@ def _to_device(sigmas: np.ndarray, device: Any) -> Any:
 
 
 def get_sigmas_karras(
-    n: int, sigma_min: float, sigma_max: float, rho: float = 7.0, device: Any = None
+    n: int,
+    sigma_min: float,
+    sigma_max: float,
+    rho: float = 7.0,
+    device: Any = None,
+    *,
+    discard_penultimate_sigma: bool = False,
 ) -> Any:
     """Return Karras et al. (2022, eq. 5) noise levels, ``n`` of them then ``0``.
 
@@ -71,6 +77,8 @@ def get_sigmas_karras(
     device : str or torch.device, optional
         If given, a float32 torch tensor on that device (as k-diffusion returns), else a
         float64 NumPy array.
+    discard_penultimate_sigma : bool
+        Build ``n + 1`` levels and drop the last non-zero one (A1111 / ComfyUI for DPM2).
 
     Returns
     -------
@@ -82,15 +90,24 @@ def get_sigmas_karras(
     [10.0, 1.4507, 0.1, 0.0]
     """
     _check_range(n, sigma_min, sigma_max)
-    ramp = np.linspace(0, 1, n)
+    m = n + 1 if discard_penultimate_sigma else n
+    ramp = np.linspace(0, 1, m)
     lo, hi = sigma_min ** (1 / rho), sigma_max ** (1 / rho)
-    return _to_device(_append_zero((hi + ramp * (lo - hi)) ** rho), device)
+    sigmas = (hi + ramp * (lo - hi)) ** rho
+    return _to_device(_append_zero(sigmas[:n]), device)
 
 
-def get_sigmas_exponential(n: int, sigma_min: float, sigma_max: float, device: Any = None) -> Any:
+def get_sigmas_exponential(
+    n: int,
+    sigma_min: float,
+    sigma_max: float,
+    device: Any = None,
+    *,
+    discard_penultimate_sigma: bool = False,
+) -> Any:
     """Return ``n`` log-uniformly spaced noise levels from ``sigma_max`` to ``sigma_min``, then 0.
 
-    See :func:`get_sigmas_karras` for ``device`` and the result.
+    See :func:`get_sigmas_karras` for ``device``, ``discard_penultimate_sigma`` and the result.
 
     Examples
     --------
@@ -98,8 +115,9 @@ def get_sigmas_exponential(n: int, sigma_min: float, sigma_max: float, device: A
     [10.0, 1.0, 0.1, 0.0]
     """
     _check_range(n, sigma_min, sigma_max)
-    sig = np.exp(np.linspace(math.log(sigma_max), math.log(sigma_min), n))
-    return _to_device(_append_zero(sig), device)
+    m = n + 1 if discard_penultimate_sigma else n
+    sig = np.exp(np.linspace(math.log(sigma_max), math.log(sigma_min), m))
+    return _to_device(_append_zero(sig[:n]), device)
 
 
 def get_sigmas_from_config(config: Mapping[str, Any], n: int, device: Any = None) -> Any:

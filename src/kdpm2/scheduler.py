@@ -595,7 +595,8 @@ class KDPM2AncestralDiscreteScheduler(SchedulerMixin):
         if len(hits) == 0:
             raise TimestepNotInScheduleError(
                 f"timestep {value!r} is not in scheduler.timesteps ({len(table)} values, "
-                f"{table[0]!r} ... {table[-1]!r}). Pass a value from scheduler.timesteps, or call "
+                f"{float(table[0])!r} ... {float(table[-1])!r}). Pass a value from "
+                "scheduler.timesteps, or call "
                 "set_begin_index() to start mid-schedule."
             )
         even = hits[hits % 2 == 0]
