@@ -105,3 +105,28 @@ def test_scheduler_class_matches_the_recursion():
     assert abs(x.var() - var) <= 4 * var * np.sqrt(2 / n_samples)
     # not trivially the data distribution: the discretisation bias is real and visible
     assert abs(var - C**2) > 1e-3
+
+
+def test_denoiser_from_network_feeds_the_network_what_the_scheduler_would():
+    """The wrapper gives the network the scheduler's scaled input and timestep for each sigma.
+
+    So a network run through sample_dpm_2_ancestral sees the same inputs as in the class loop.
+    """
+    sch = kdpm2.KDPM2AncestralDiscreteScheduler(beta_schedule="scaled_linear")
+    sch.set_timesteps(6)
+    seen = []
+
+    def network(x_in, t):
+        seen.append((x_in.copy(), np.asarray(t).copy()))
+        return 0.1 * x_in
+
+    denoise = kdpm2.denoiser_from_network(network, sch.config)
+    x = np.linspace(-2.0, 2.0, 6).reshape(2, 3)
+    for k, t in enumerate(sch.timesteps):
+        sigma = sch.schedule.call_sigmas[k]
+        x0 = denoise(x, np.full(2, sigma))
+        x_in, t_in = seen[-1]
+        np.testing.assert_allclose(x_in, x / np.sqrt(sigma**2 + 1), rtol=1e-6)
+        # midpoint timesteps are mapped in float32 by the scheduler (as diffusers does)
+        np.testing.assert_allclose(t_in, np.full(2, float(t)), rtol=0, atol=1e-3)
+        np.testing.assert_allclose(x0, x - sigma * 0.1 * x_in, rtol=1e-12)

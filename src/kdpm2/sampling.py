@@ -10,7 +10,7 @@ import numpy as np
 
 from . import _math, _xp
 from .noise import NoiseSampler
-from .schedule import make_schedule, make_train_schedule, sigma_to_t
+from .schedule import make_schedule, sigma_to_t, train_schedule_from_config
 
 __all__ = [
     "Callback",
@@ -171,13 +171,7 @@ def denoiser_from_network(
     """
     cfg = dict(config or {})
     ptype = prediction_type or cfg.get("prediction_type", "epsilon")
-    train = make_train_schedule(
-        num_train_timesteps=cfg.get("num_train_timesteps", 1000),
-        beta_start=cfg.get("beta_start", 0.00085),
-        beta_end=cfg.get("beta_end", 0.012),
-        beta_schedule=cfg.get("beta_schedule", "linear"),
-        trained_betas=cfg.get("trained_betas"),
-    )
+    train = train_schedule_from_config(cfg)
 
     def denoise(x: Any, sigma: Any, **kwargs: Any) -> Any:
         host = np.asarray(sigma.detach().cpu() if _xp.is_torch(sigma) else sigma, np.float64)

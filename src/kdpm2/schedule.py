@@ -33,6 +33,7 @@ __all__ = [
     "make_schedule",
     "make_train_schedule",
     "sigma_to_t",
+    "train_schedule_from_config",
 ]
 
 BetaSchedule = Literal["linear", "scaled_linear", "squaredcos_cap_v2"]
@@ -222,6 +223,23 @@ def make_train_schedule(
     )
 
 
+def train_schedule_from_config(config: Mapping[str, Any]) -> TrainSchedule:
+    """Build the training schedule of a scheduler config (missing keys take the defaults).
+
+    Examples
+    --------
+    >>> train_schedule_from_config({"beta_schedule": "scaled_linear"}).sigmas[-1].round(3)
+    np.float64(14.615)
+    """
+    return make_train_schedule(
+        num_train_timesteps=config.get("num_train_timesteps", 1000),
+        beta_start=config.get("beta_start", 0.00085),
+        beta_end=config.get("beta_end", 0.012),
+        beta_schedule=config.get("beta_schedule", "linear"),
+        trained_betas=config.get("trained_betas"),
+    )
+
+
 def sigma_to_t(sigma: np.ndarray, log_sigmas: np.ndarray, *, float32: bool = False) -> np.ndarray:
     """Map noise levels to (fractional) training timesteps by interpolating in ``log(sigma)``.
 
@@ -399,13 +417,7 @@ def make_schedule(
     """
     cfg = dict(config)
     if train is None:
-        train = make_train_schedule(
-            num_train_timesteps=cfg.get("num_train_timesteps", 1000),
-            beta_start=cfg.get("beta_start", 0.00085),
-            beta_end=cfg.get("beta_end", 0.012),
-            beta_schedule=cfg.get("beta_schedule", "linear"),
-            trained_betas=cfg.get("trained_betas"),
-        )
+        train = train_schedule_from_config(cfg)
     discard = bool(cfg.get("discard_penultimate_sigma", False))
     n_build = num_inference_steps + 1 if discard else num_inference_steps
     t_train = num_train_timesteps or cfg.get("num_train_timesteps", 1000)
