@@ -11,7 +11,7 @@ prediction_types = st.sampled_from(["epsilon", "v_prediction", "sample"])
 
 
 @st.composite
-def configs(draw, *, max_train=2000):
+def configs(draw, *, max_train=10000):
     """A valid scheduler config (as a dict of constructor arguments)."""
     t = draw(st.integers(1, max_train))
     cfg = {
@@ -33,7 +33,7 @@ def configs(draw, *, max_train=2000):
 
 
 @st.composite
-def config_and_steps(draw, *, max_train=2000, max_steps=200):
+def config_and_steps(draw, *, max_train=10000, max_steps=10000):
     """A config and a step count its spacing supports."""
     cfg = draw(configs(max_train=max_train))
     if cfg["num_train_timesteps"] < 2 and cfg["timestep_spacing"] != "linspace":

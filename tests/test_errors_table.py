@@ -28,7 +28,10 @@ def test_table_has_the_promised_rows():
 
 @pytest.fixture
 def namespace(tmp_path):
-    torch = pytest.importorskip("torch")
+    try:
+        import torch
+    except ImportError:  # the NumPy-only rows still run
+        torch = None
     S = kdpm2.KDPM2AncestralDiscreteScheduler
     x = np.ones((2, 2), np.float32)
     ready = S()
@@ -36,7 +39,7 @@ def namespace(tmp_path):
     done = S()
     done.set_timesteps(2)
     for t in done.timesteps:
-        done.step(torch.from_numpy(x), t, torch.from_numpy(x), generator=torch.Generator())
+        done.step(x, t, x, generator=np.random.default_rng(0))
     (tmp_path / "bad_json").mkdir()
     (tmp_path / "bad_json" / "scheduler_config.json").write_text('{"eta": 1.0, ,}')
     (tmp_path / "bad_type").mkdir()
@@ -47,7 +50,7 @@ def namespace(tmp_path):
         "torch": torch,
         "kdpm2": kdpm2,
         "x": x,
-        "xt": torch.ones(2, 2),
+        "xt": None if torch is None else torch.ones(2, 2),
         "ready": ready,
         "done": done,
         "tmp": tmp_path,
@@ -59,6 +62,8 @@ def namespace(tmp_path):
 @pytest.mark.parametrize(("number", "call", "exc_name", "message"), _rows())
 def test_documented_error(namespace, number, call, exc_name, message):
     """The call raises exactly the documented exception type and message."""
+    if namespace["torch"] is None and re.search(r"\b(torch|xt)\b", call):
+        pytest.skip("this row needs torch")
     expected_type = getattr(kdpm2, exc_name, None) or __builtins__[exc_name]
     ready = namespace["ready"]
     before = (ready.step_index, ready.num_inference_steps)
