@@ -692,7 +692,19 @@ class KDPM2AncestralDiscreteScheduler(SchedulerMixin):
         k = self._step_index
         if k is None or k >= len(self._coefs):  # start of a loop, or an error to report
             k = self._current_index(timestep, "step")
-        self._check_arrays(model_output, sample, generator)
+        checked = (
+            type(sample),
+            type(model_output),
+            getattr(sample, "dtype", None),
+            type(generator),
+        )
+        if checked != self._checked:
+            self._check_arrays(model_output, sample, generator, checked)
+        if model_output.shape != sample.shape:
+            raise ValueError(
+                f"model_output has shape {tuple(model_output.shape)} but sample has shape "
+                f"{tuple(sample.shape)}; they must be equal."
+            )
         coef = self._coefs[k]
         ptype = self.config["prediction_type"]
         x0 = None
@@ -727,19 +739,15 @@ class KDPM2AncestralDiscreteScheduler(SchedulerMixin):
             return prev, x0 if x0_args is None else _math.predict_x0(*x0_args)
         return KDPM2AncestralDiscreteSchedulerOutput(prev, x0, _x0_args=x0_args)
 
-    def _check_arrays(self, model_output: Any, sample: Any, generator: Any) -> None:
-        # the type/dtype/generator checks are repeated only when those change (they cost as
-        # much as a small tensor op); the shape is checked on every call
-        lists = isinstance(generator, list | tuple)
-        key = (type(sample), type(model_output), getattr(sample, "dtype", None), type(generator))
-        if lists or key != self._checked:
-            self._check_types(model_output, sample, generator)
-            self._checked = None if lists else key
-        if model_output.shape != sample.shape:
-            raise ValueError(
-                f"model_output has shape {tuple(model_output.shape)} but sample has shape "
-                f"{tuple(sample.shape)}; they must be equal."
-            )
+    def _check_arrays(self, model_output: Any, sample: Any, generator: Any, key: Any) -> None:
+        """Check the inputs' types, dtype and generator, and remember ``key`` if they pass.
+
+        ``step`` calls this only when ``key`` (the types, the dtype and the generator's type)
+        differs from the last one checked: the checks cost as much as a small tensor op. A
+        list of generators is checked on every call (its length and contents can change).
+        """
+        self._check_types(model_output, sample, generator)
+        self._checked = None if isinstance(generator, list | tuple) else key
 
     @staticmethod
     def _check_types(model_output: Any, sample: Any, generator: Any) -> None:
