@@ -36,7 +36,7 @@ from sklearn.datasets import load_digits
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from kdpm2.demo._io import write_bytes_atomic  # noqa: E402
+from kdpm2._io import write_bytes_atomic  # noqa: E402
 from kdpm2.demo._sigmas import sigmas_at, training_sigmas  # noqa: E402
 from kdpm2.demo.digits import (  # noqa: E402
     DigitsNetSpec,

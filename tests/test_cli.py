@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from kdpm2 import cli
-from kdpm2.demo._io import write_bytes_atomic
+from kdpm2._io import write_bytes_atomic
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 

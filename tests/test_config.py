@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 import pickle
 import sys
 import warnings
@@ -19,6 +18,7 @@ import numpy as np
 import pytest
 
 import kdpm2
+import kdpm2._io
 import kdpm2.config
 from kdpm2 import FrozenConfig
 from kdpm2 import KDPM2AncestralDiscreteScheduler as Scheduler
@@ -289,9 +289,11 @@ def test_a_failed_save_leaves_the_old_file_and_no_temp_file(tmp_path, monkeypatc
     old.save_pretrained(tmp_path)
     before = (tmp_path / "scheduler_config.json").read_bytes()
     if failure == "write":
-        real_fdopen = os.fdopen
         monkeypatch.setattr(
-            kdpm2.config.os, "fdopen", lambda *a, **k: _HalfWriter(real_fdopen(*a, **k))
+            kdpm2._io,
+            "open",
+            lambda *a, **k: _HalfWriter(open(*a, **k)),  # noqa: SIM115 - closed by _HalfWriter
+            raising=False,
         )
     else:
 

@@ -38,16 +38,6 @@ def is_torch(x: object) -> bool:
     return torch is not None and isinstance(x, torch.Tensor)
 
 
-def is_numpy(x: object) -> bool:
-    """Return whether ``x`` is a NumPy array or NumPy scalar."""
-    return isinstance(x, np.ndarray | np.generic)
-
-
-def is_scalar(x: object) -> bool:
-    """Return whether ``x`` is a Python or NumPy real number (not an array)."""
-    return isinstance(x, float | int | np.floating | np.integer) and not isinstance(x, bool)
-
-
 def to_float(x: object) -> float:
     """Convert a Python/NumPy number or a one-element array/tensor to a Python float.
 

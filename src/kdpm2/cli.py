@@ -25,7 +25,7 @@ from typing import Any, Literal, NoReturn
 
 import numpy as np
 
-from kdpm2.demo._io import write_bytes_atomic
+from kdpm2._io import write_bytes_atomic
 from kdpm2.demo.digits import DEMO_DIR, IMAGE_SHAPE, WeightsError, load_digits_denoiser
 from kdpm2.demo.gmm import GaussianMixture2D, GMMDenoiser, default_mixture
 

@@ -9,13 +9,14 @@ from __future__ import annotations
 import inspect
 import json
 import os
-import tempfile
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
+
+from ._io import write_bytes_atomic
 
 __all__ = ["CONFIG_NAME", "ConfigMixin", "FrozenConfig"]
 
@@ -89,24 +90,6 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [_jsonable(v) for v in value]
     return value
-
-
-def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
-    """Write ``text`` to ``path`` via a temporary file and ``os.replace``.
-
-    An interrupted write leaves the old file (or no file) in place, never a partial one.
-    """
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 class ConfigMixin:
@@ -223,7 +206,7 @@ class ConfigMixin:
             )
         directory.mkdir(parents=True, exist_ok=True)
         path = directory / self.config_name
-        atomic_write_text(path, self.to_json_string())
+        write_bytes_atomic(path, self.to_json_string().encode("utf-8"))
         return path
 
     def save_pretrained(self, save_directory: str | os.PathLike[str], **kwargs: Any) -> Path:

@@ -1,4 +1,4 @@
-"""Atomic file writes for the CLI and the training script."""
+"""Atomic file writes: config files, CLI outputs and the bundled weights."""
 
 from __future__ import annotations
 
