@@ -26,6 +26,12 @@ def configs(draw, *, max_train=10000):
     start = draw(st.floats(1e-5, 0.02))
     cfg["beta_start"] = start
     cfg["beta_end"] = draw(st.floats(start, 0.05))
+    if draw(st.booleans()) and t > 1:
+        # explicit betas: a random smooth curve between the drawn ends (lists of up to 10000
+        # floats drawn one by one would make the search slow without finding more)
+        power = draw(st.floats(0.5, 3.0))
+        ramp = [(i / (t - 1)) ** power for i in range(t)]
+        cfg["trained_betas"] = [start + (cfg["beta_end"] - start) * r for r in ramp]
     kind = draw(sigma_kinds)
     if kind:
         cfg[f"use_{kind}_sigmas"] = True
