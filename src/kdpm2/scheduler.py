@@ -451,6 +451,7 @@ class KDPM2AncestralDiscreteScheduler(SchedulerMixin):
             )
         schedule = make_schedule(self.config, int(n), int(t_train), self._train_schedule())
         self._install(schedule, device)
+        self.timesteps  # noqa: B018 - build the output tensor now, not inside the sampling loop
 
     def _install(self, schedule: Schedule, device: Any) -> None:
         """Replace the schedule and reset the loop state (only after the schedule is built)."""
