@@ -13,6 +13,8 @@ from typing import Any
 
 import numpy as np
 
+from ..schedule import train_schedule_from_config
+
 __all__ = ["sigmas_at", "training_sigmas"]
 
 
@@ -23,8 +25,7 @@ def training_sigmas(config: Mapping[str, Any]) -> np.ndarray:
     ----------
     config : Mapping
         A diffusers-style scheduler config with ``num_train_timesteps``, ``beta_start``,
-        ``beta_end``, ``beta_schedule`` (``'linear'`` or ``'scaled_linear'``) and optionally
-        ``trained_betas``.
+        ``beta_end``, ``beta_schedule`` and optionally ``trained_betas``.
 
     Returns
     -------
@@ -32,11 +33,8 @@ def training_sigmas(config: Mapping[str, Any]) -> np.ndarray:
         float64 array of shape ``(num_train_timesteps,)``: ``sigma_t = sqrt((1 - a_t) / a_t)``
         with ``a_t = prod_{s <= t} (1 - beta_s)``, the variance-exploding convention (Ho et al.
         2020, eq. 4, rewritten as ``x_t / sqrt(a_t) = x_0 + sigma_t * eps``). Increasing in ``t``.
-
-    Raises
-    ------
-    ValueError
-        If ``beta_schedule`` is not one of the two supported here.
+        The scheduler's own table (:func:`kdpm2.schedule.train_schedule_from_config`), so a
+        timestep means the same sigma to the model as to the scheduler.
 
     Examples
     --------
@@ -46,23 +44,7 @@ def training_sigmas(config: Mapping[str, Any]) -> np.ndarray:
     >>> sigmas.shape, round(float(sigmas[0]), 4), round(float(sigmas[-1]), 2)
     ((1000,), 0.0292, 25.15)
     """
-    n = int(config["num_train_timesteps"])
-    trained = config.get("trained_betas")
-    schedule = config.get("beta_schedule", "linear")
-    if trained is not None:
-        betas = np.asarray(trained, dtype=np.float64)
-    elif schedule == "linear":
-        betas = np.linspace(config["beta_start"], config["beta_end"], n, dtype=np.float64)
-    elif schedule == "scaled_linear":
-        start, end = float(config["beta_start"]) ** 0.5, float(config["beta_end"]) ** 0.5
-        betas = np.linspace(start, end, n, dtype=np.float64) ** 2
-    else:
-        raise ValueError(
-            f"beta_schedule={schedule!r} is not supported by the demo models; "
-            "expected 'linear' or 'scaled_linear'."
-        )
-    alphas_cumprod = np.cumprod(1.0 - betas)
-    return np.sqrt((1.0 - alphas_cumprod) / alphas_cumprod)
+    return np.asarray(train_schedule_from_config(config).sigmas)
 
 
 def sigmas_at(timesteps: Any, train_sigmas: np.ndarray) -> np.ndarray:
