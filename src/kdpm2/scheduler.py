@@ -304,8 +304,19 @@ class KDPM2AncestralDiscreteScheduler(SchedulerMixin):
     **Differences from diffusers** (each pinned by a test in ``tests/``):
 
     - No NaN: where diffusers' float32 ancestral split takes the square root of a negative
-      number (``squaredcos_cap_v2`` at <= 10 steps), the exact float64 value is used
-      (``test_schedule.py::test_squaredcos_small_n_is_finite``).
+      number (``squaredcos_cap_v2`` at <= 10 steps), or carries more than 0.1 % rounding
+      noise (one to three steps), the exact float64 value is used
+      (``test_schedule.py::test_squaredcos_small_n_is_finite``; the parity test counts those
+      configs). Where ``alphas_cumprod`` underflows float32 (diffusers: infinite sigmas) it is
+      floored at the smallest normal float32 (``test_finite.py``).
+    - A loop without ``set_begin_index`` starts at the first even index whose timestep
+      matches (a step start); diffusers takes the second match, which differs only when the
+      first timestep repeats (``squaredcos_cap_v2`` with Karras sigmas), where diffusers then
+      runs past the end of its tables (``parity/test_diffusers_parity.py``).
+    - ``trailing`` spacing always gives exactly ``N`` steps (diffusers' float ``arange`` can
+      give ``N + 1``) (``test_schedule.py::test_tables_are_finite_and_well_formed``).
+    - ``pred_original_sample`` is computed when first read, from the step's inputs (which,
+      as for the sample kept between half-steps, must not be changed in place before that).
     - ``prediction_type="sample"`` works (diffusers raises ``NotImplementedError``).
     - NumPy arrays work, with a ``numpy.random.Generator`` for the noise.
     - Bad input raises at once: unknown options at construction (diffusers notices a bad
