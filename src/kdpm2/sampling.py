@@ -285,6 +285,27 @@ def sample_dpm_2_ancestral(
     return _loop(model, x, sigmas, host, extra, callback, disable, eta, s_noise, sampler)
 
 
+def _step_scalars(host: np.ndarray, eta: float, s_noise: float) -> tuple[list[Any], ...]:
+    """Return each step's scalars for a shared 1-D schedule, as lists of Python values.
+
+    ``(euler, sigma, sigma_mid, sigma_mid - sigma, sigma_down - sigma, s_noise * sigma_up)``,
+    computed for all steps at once in the sigmas' dtype (as k-diffusion computes them per step
+    on 0-d tensors), so the loop itself does no host arithmetic.
+    """
+    sig = host[:-1]
+    down, up = (np.asarray(a, dtype=host.dtype) for a in _math.ancestral_split(sig, host[1:], eta))
+    mid = np.asarray(_math.log_midpoint(sig, down), dtype=host.dtype)
+    noise_scale = up * np.asarray(s_noise, host.dtype) if s_noise != 1 else up
+    return (
+        (down == 0).tolist(),
+        sig.tolist(),
+        mid.tolist(),
+        (mid - sig).tolist(),
+        (down - sig).tolist(),
+        noise_scale.tolist(),
+    )
+
+
 def _loop(
     model: Denoiser,
     x: Any,
@@ -297,67 +318,38 @@ def _loop(
     s_noise: float,
     sampler: NoiseSampler,
 ) -> Any:
-    batch = x.shape[0]
+    per_sample = host.ndim == 2
     torch_in = _xp.is_torch(x)
-    if host.ndim == 2:
-        return _loop_per_sample(
-            model, x, sigmas, host, extra, callback, disable, eta, s_noise, sampler
-        )
-    s_in = x.new_ones([batch]) if torch_in else np.ones(batch, np.result_type(x.dtype, host))
-    # the step's scalars, for all steps at once, in the sigmas' dtype (as k-diffusion computes
-    # them per step on 0-d tensors); then plain floats, so the loop does no host arithmetic
-    sig = host[:-1]
-    down, up = (np.asarray(a, dtype=host.dtype) for a in _math.ancestral_split(sig, host[1:], eta))
-    mid = np.asarray(_math.log_midpoint(sig, down), dtype=host.dtype)
-    euler = (down == 0).tolist()
-    sig_f, mid_f = sig.tolist(), mid.tolist()
-    dt_mid, dt_down = (mid - sig).tolist(), (down - sig).tolist()
-    noise_scale = (up * np.asarray(s_noise, host.dtype)).tolist() if s_noise != 1 else up.tolist()
+    s_in = x.new_ones([x.shape[0]]) if torch_in else np.ones(x.shape[0], np.result_type(x, host))
+    empty: list[Any] = []
+    euler, sig_f, mid_f, dt_mid, dt_down, noise_scale = (
+        (empty,) * 6 if per_sample else _step_scalars(host, eta, s_noise)
+    )
     for i in _progress(len(host) - 1, disable):
-        denoised = model(x, sigmas[i] * s_in, **extra)
+        sigma_in = _xp.like(host[i], x) if per_sample else sigmas[i] * s_in
+        denoised = model(x, sigma_in, **extra)
         if callback is not None:
             callback(
                 {"x": x, "i": i, "sigma": sigmas[i], "sigma_hat": sigmas[i], "denoised": denoised}
             )
+        if per_sample:  # the documented pure step does the elementwise branching
+            x = _math.dpm2_ancestral_step(
+                x,
+                denoised,
+                lambda x_mid, mid: model(x_mid, _xp.like(mid, x_mid), **extra),
+                host[i],
+                host[i + 1],
+                sampler(sigmas[i], sigmas[i + 1]),
+                eta=eta,
+                s_noise=s_noise,
+            )
+            continue
         d = (x - denoised) / sig_f[i]
         if euler[i]:
             x = x + d * dt_down[i]
             continue
         x_2 = x + d * dt_mid[i]
-        mid_in = s_in * mid_f[i]
-        d_2 = (x_2 - model(x_2, mid_in, **extra)) / mid_f[i]
+        d_2 = (x_2 - model(x_2, s_in * mid_f[i], **extra)) / mid_f[i]
         x = x + d_2 * dt_down[i]
         x = x + sampler(sigmas[i], sigmas[i + 1]) * noise_scale[i]
-    return x
-
-
-def _loop_per_sample(
-    model: Denoiser,
-    x: Any,
-    sigmas: Any,
-    host: np.ndarray,
-    extra: dict[str, Any],
-    callback: Callback | None,
-    disable: bool | None,
-    eta: float,
-    s_noise: float,
-    sampler: NoiseSampler,
-) -> Any:
-    for i in _progress(len(host) - 1, disable):
-        s, sn = host[i], host[i + 1]
-        denoised = model(x, _xp.like(s, x), **extra)
-        if callback is not None:
-            callback(
-                {"x": x, "i": i, "sigma": sigmas[i], "sigma_hat": sigmas[i], "denoised": denoised}
-            )
-        x = _math.dpm2_ancestral_step(
-            x,
-            denoised,
-            lambda x_mid, mid: model(x_mid, _xp.like(mid, x_mid), **extra),
-            s,
-            sn,
-            sampler(sigmas[i], sigmas[i + 1]),
-            eta=eta,
-            s_noise=s_noise,
-        )
     return x
