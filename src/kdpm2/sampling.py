@@ -10,7 +10,13 @@ import numpy as np
 
 from . import _math, _xp
 from .noise import NoiseSampler
-from .schedule import make_schedule, sigma_to_t, train_schedule_from_config
+from .schedule import (
+    exponential_sigmas,
+    karras_sigmas,
+    make_schedule,
+    sigma_to_t,
+    train_schedule_from_config,
+)
 
 __all__ = [
     "Callback",
@@ -91,9 +97,7 @@ def get_sigmas_karras(
     """
     _check_range(n, sigma_min, sigma_max)
     m = n + 1 if discard_penultimate_sigma else n
-    ramp = np.linspace(0, 1, m)
-    lo, hi = sigma_min ** (1 / rho), sigma_max ** (1 / rho)
-    sigmas = (hi + ramp * (lo - hi)) ** rho
+    sigmas = karras_sigmas(sigma_min, sigma_max, m, rho)
     return _to_device(_append_zero(sigmas[:n]), device)
 
 
@@ -116,8 +120,8 @@ def get_sigmas_exponential(
     """
     _check_range(n, sigma_min, sigma_max)
     m = n + 1 if discard_penultimate_sigma else n
-    sig = np.exp(np.linspace(math.log(sigma_max), math.log(sigma_min), m))
-    return _to_device(_append_zero(sig[:n]), device)
+    sigmas = exponential_sigmas(sigma_min, sigma_max, m)
+    return _to_device(_append_zero(sigmas[:n]), device)
 
 
 def get_sigmas_from_config(config: Mapping[str, Any], n: int, device: Any = None) -> Any:

@@ -30,6 +30,8 @@ __all__ = [
     "Schedule",
     "TrainSchedule",
     "ancestral_split_table",
+    "exponential_sigmas",
+    "karras_sigmas",
     "make_schedule",
     "make_train_schedule",
     "sigma_to_t",
@@ -298,15 +300,16 @@ def _spaced_timesteps(
     raise ValueError(f"unknown timestep_spacing {spacing!r}")
 
 
-def _karras(sigma_min: float, sigma_max: float, n: int, rho: float = 7.0) -> np.ndarray:
-    # Karras et al. 2022, eq. 5
+def karras_sigmas(sigma_min: float, sigma_max: float, n: int, rho: float = 7.0) -> np.ndarray:
+    """Return ``n`` noise levels from ``sigma_max`` to ``sigma_min`` (Karras et al. 2022, eq. 5)."""
     ramp = np.linspace(0, 1, n)
     min_inv_rho = sigma_min ** (1 / rho)
     max_inv_rho = sigma_max ** (1 / rho)
     return (max_inv_rho + ramp * (min_inv_rho - max_inv_rho)) ** rho
 
 
-def _exponential(sigma_min: float, sigma_max: float, n: int) -> np.ndarray:
+def exponential_sigmas(sigma_min: float, sigma_max: float, n: int) -> np.ndarray:
+    """Return ``n`` log-uniformly spaced noise levels from ``sigma_max`` to ``sigma_min``."""
     return np.exp(np.linspace(math.log(sigma_max), math.log(sigma_min), n))
 
 
@@ -432,9 +435,8 @@ def make_schedule(
     )
     if kind is not None:
         lo, hi = float(sigmas[-1]), float(sigmas[0])
-        sigmas = {"karras": _karras, "exponential": _exponential, "beta": _beta_sigmas}[kind](
-            lo, hi, n_build
-        )
+        respace = {"karras": karras_sigmas, "exponential": exponential_sigmas}
+        sigmas = respace.get(kind, _beta_sigmas)(lo, hi, n_build)
         timesteps = sigma_to_t(sigmas, train.log_sigmas)
         if kind == "karras":
             timesteps = timesteps.round()
