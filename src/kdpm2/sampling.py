@@ -9,7 +9,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from . import _math, _xp
-from .noise import NoiseSampler
+from .noise import NoiseSampler, draw
 from .schedule import (
     exponential_sigmas,
     karras_sigmas,
@@ -210,7 +210,7 @@ def _default_noise_sampler(x: Any) -> NoiseSampler:
         assert torch is not None
         return lambda sigma, sigma_next: torch.randn_like(x)
     rng = np.random.default_rng()
-    return lambda sigma, sigma_next: rng.standard_normal(x.shape).astype(x.dtype)
+    return lambda sigma, sigma_next: draw(x, rng)
 
 
 def sample_dpm_2_ancestral(
