@@ -79,3 +79,14 @@ def test_brownian_seed_list_length_must_match_batch():
     pytest.importorskip("torchsde")
     with pytest.raises(ValueError, match="list of 3 seeds but x has 2 samples"):
         kdpm2.BrownianTreeNoiseSampler(torch.zeros(2, 3), 0.1, 1.0, seed=[1, 2, 3])
+
+
+def test_torch_noise_is_drawn_in_randn_order_for_any_memory_format():
+    """Noise for a channels-last sample equals ``torch.randn`` of its shape (what diffusers
+    draws), not the same numbers laid out in the sample's memory order."""
+    torch = pytest.importorskip("torch")
+    like = torch.zeros(2, 3, 4, 5).to(memory_format=torch.channels_last)
+    got = draw(like, torch.Generator().manual_seed(7))
+    want = torch.randn(2, 3, 4, 5, generator=torch.Generator().manual_seed(7))
+    assert torch.equal(got, want)
+    assert got.dtype == like.dtype

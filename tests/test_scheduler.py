@@ -9,6 +9,14 @@ import kdpm2
 from kdpm2 import KDPM2AncestralDiscreteScheduler as Scheduler
 
 
+def _optional_torch():
+    try:
+        import torch
+    except ImportError:
+        return None
+    return torch
+
+
 def _numpy_loop(sch, n=5, seed=0, shape=(2, 3), dtype=np.float32, generator=None):
     sch.set_timesteps(n)
     rng = np.random.default_rng(seed)
@@ -199,3 +207,60 @@ def test_per_sample_numpy_generators_make_batches_split_invariant():
         for i, s in enumerate(seeds)
     ]
     np.testing.assert_array_equal(batch, np.concatenate(singles))
+
+
+def test_scale_model_input_is_division_by_the_float32_scale_in_every_dtype():
+    """One scheduler, inputs of alternating backends and dtypes: each call returns exactly
+    ``sample / scale`` (scale = sqrt(sigma**2 + 1) of the float32 sigma, as a Python float), in
+    the input's type and dtype. The divisors are cached per backend and dtype; a stale cache
+    would hand back the wrong type or a differently rounded value."""
+    sch = Scheduler()
+    sch.set_timesteps(4)
+    sch.set_begin_index(2)
+    sigma32 = np.float32(sch.schedule.call_sigmas[2])
+    scale = float(np.sqrt(sigma32 * sigma32 + np.float32(1)))
+    rng = np.random.default_rng(0)
+    base = rng.standard_normal((2, 3, 5)) * 7
+    inputs = [base.astype(dt) for dt in (np.float32, np.float16, np.float64)]
+    torch = _optional_torch()
+    if torch is not None:
+        inputs += [
+            torch.from_numpy(base).to(dt)
+            for dt in (torch.float32, torch.bfloat16, torch.float16, torch.float64)
+        ]
+    t = sch.timesteps[2]
+    for x in inputs * 2:
+        got = sch.scale_model_input(x, t)
+        assert type(got) is type(x)
+        assert got.dtype == x.dtype
+        want = x / scale
+        if torch is not None and isinstance(x, torch.Tensor):
+            assert torch.equal(got, want)
+        else:
+            np.testing.assert_array_equal(got, want)
+
+
+def test_reused_scheduler_matches_fresh_ones_across_step_counts_and_backends():
+    """A scheduler keeps per-step-count tables between set_timesteps calls and per-backend
+    forms of them; going back and forth between step counts, backends and dtypes gives, run
+    for run, the samples of a new scheduler."""
+    torch = _optional_torch()
+    runs = [(5, np.float32), (7, np.float32), (5, np.float32), (3, np.float16), (7, np.float64)]
+    runs += [(5, np.float64)]
+    if torch is not None:
+        runs += [(5, torch.float32), (7, torch.float32), (5, torch.float64), (5, np.float32)]
+    reused = Scheduler()
+    for n, dtype in runs:
+        results = []
+        for sch in (reused, Scheduler()):
+            sch.set_timesteps(n)
+            x = np.random.default_rng(n).standard_normal((2, 3)) * sch.init_noise_sigma
+            if isinstance(dtype, type):
+                x, gen, tanh = x.astype(dtype), np.random.default_rng(0), np.tanh
+            else:
+                x, gen, tanh = torch.from_numpy(x).to(dtype), torch.manual_seed(0), torch.tanh
+            for t in sch.timesteps:
+                x = sch.step(tanh(sch.scale_model_input(x, t)), t, x, generator=gen).prev_sample
+            results.append(np.asarray(x))
+        np.testing.assert_array_equal(results[0], results[1])
+    assert sorted(reused._tables) == [(3, 1000), (5, 1000), (7, 1000)]

@@ -78,6 +78,10 @@ def check_generator(generator: Any, sample: Any, *, argument: str = "generator")
         )
 
 
+#: dtypes that ``numpy.random.Generator.standard_normal`` draws in directly
+_NATIVE = (np.dtype(np.float32), np.dtype(np.float64))
+
+
 def _draw_numpy(shape: tuple[int, ...], dtype: Any, gen: np.random.Generator | None) -> Any:
     rng = gen if gen is not None else np.random.default_rng()
     native = dtype if dtype in (np.float32, np.float64) else np.float32
@@ -107,15 +111,18 @@ def draw(like: Any, generator: Any = None) -> Any:
     >>> bool((a == b).all()), a.dtype
     (True, dtype('float32'))
     """
-    # the common case, one call per ancestral step: one generator (or none) on the sample's
-    # device
-    if (
-        not isinstance(like, np.ndarray)
-        and not isinstance(generator, list | tuple)
-        and (generator is None or generator.device == like.device)
+    # the common cases first (one call per ancestral step): one generator, or none
+    if isinstance(like, np.ndarray):
+        if isinstance(generator, np.random.Generator) and like.dtype in _NATIVE:
+            return generator.standard_normal(like.shape, dtype=like.dtype)
+    elif not isinstance(generator, list | tuple) and (
+        generator is None or generator.device == like.device
     ):
-        randn = _xp.torch_module().randn  # type: ignore[union-attr]
-        return randn(like.shape, generator=generator, dtype=like.dtype, device=like.device)
+        # what torch.randn(like.shape, ...) does (an empty tensor filled by normal_, the same
+        # draws), without the cost of parsing a torch.Size; contiguous like randn's output
+        torch: Any = _xp.torch_module()
+        out = torch.empty_like(like, memory_format=torch.contiguous_format)
+        return out.normal_(generator=generator)
     gens = generator
     if isinstance(gens, list | tuple) and len(gens) == 1:
         gens = gens[0]

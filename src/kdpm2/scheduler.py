@@ -81,7 +81,7 @@ class KDPM2AncestralDiscreteSchedulerOutput:
     _names = ("prev_sample", "pred_original_sample")
 
     def __init__(
-        self, prev_sample: Any, pred_original_sample: Any = None, *, _x0_args: Any = None
+        self, prev_sample: Any, pred_original_sample: Any = None, _x0_args: Any = None
     ) -> None:
         self.prev_sample = prev_sample
         self._x0 = pred_original_sample
@@ -397,8 +397,14 @@ class KDPM2AncestralDiscreteScheduler(SchedulerMixin):
         self._step_index: int | None = None
         self._begin_index: int | None = None
         self._stored_sample: Any = None
-        self._coefs: list[tuple[float, ...]] = []
+        self._tables: dict[tuple[int, int], _CallTable] = {}
+        self._table: _CallTable | None = None
+        self._coefs: list[tuple[float, float, float, float, float]] = []
+        self._native: list[tuple[Any, ...]] = []
+        self._native_key: Any = None
+        self._ptype: str = prediction_type
         self._checked: Any = None
+        self._torch_in = False
         self._out_device: Any = None
         self._cache: dict[Any, Any] = {}
         self.num_inference_steps: int | None = None
@@ -460,42 +466,39 @@ class KDPM2AncestralDiscreteScheduler(SchedulerMixin):
                 f"timestep_spacing={spacing!r} gives at most num_train_timesteps={t_train}; "
                 "use fewer steps or timestep_spacing='linspace'."
             )
-        schedule = make_schedule(self.config, int(n), int(t_train), self._train_schedule())
-        self._install(schedule, device)
+        key = (int(n), int(t_train))
+        table = self._tables.get(key)
+        if table is None:
+            schedule = make_schedule(self.config, key[0], key[1], self._train_schedule())
+            table = _CallTable(schedule, float(self.config["s_noise"]))
+            if len(self._tables) >= 8:  # keep the most recent few step counts
+                del self._tables[next(iter(self._tables))]
+            self._tables[key] = table
+        self._install(table, device)
         self.timesteps  # noqa: B018 - build the output tensor now, not inside the sampling loop
 
-    def _install(self, schedule: Schedule, device: Any) -> None:
-        """Replace the schedule and reset the loop state (only after the schedule is built)."""
-        s_noise = float(self.config["s_noise"])
-        sig, mid = schedule.sigmas.tolist(), schedule.sigmas_interpol.tolist()
-        up, down = schedule.sigmas_up.tolist(), schedule.sigmas_down.tolist()
-        # diffusers' scale_model_input divides by (sigma**2 + 1) ** 0.5 of a float32 sigma, in
-        # float32 (torch's float32 sqrt may differ from this correctly rounded one by 1 ulp)
-        c32 = schedule.call_sigmas.astype(np.float32)
-        scales = np.sqrt(c32 * c32 + np.float32(1)).tolist()
-        coefs: list[tuple[float, ...]] = []
-        for k, scale in enumerate(scales):
-            i = k // 2
-            if k % 2 == 0:
-                coefs.append((scale, sig[i], mid[i], mid[i] - sig[i]))
-            else:
-                coefs.append((scale, sig[i], mid[i], down[i] - sig[i], up[i] * s_noise))
-        self._schedule = schedule
-        self._coefs = coefs
+    def _install(self, table: _CallTable, device: Any) -> None:
+        """Switch to ``table``'s schedule and reset the loop state (after it is built)."""
+        self._schedule = table.schedule
+        self._table = table
+        self._coefs = table.coefs
+        self._native, self._native_key = [], None
+        self._ptype = self.config["prediction_type"]
         self._checked = None
         self._out_device = device
         self._cache = {}
         self._step_index = None
         self._begin_index = None
         self._stored_sample = None
-        self.num_inference_steps = schedule.num_inference_steps
+        self.num_inference_steps = table.schedule.num_inference_steps
 
     @property
     def schedule(self) -> Schedule:
         """The pure float64 tables behind the current schedule (see :class:`kdpm2.Schedule`)."""
         if self._schedule is None:
             t = self.config["num_train_timesteps"]
-            self._install(make_schedule(self.config, t, t, self._train_schedule()), None)
+            schedule = make_schedule(self.config, t, t, self._train_schedule())
+            self._install(_CallTable(schedule, float(self.config["s_noise"])), None)
         assert self._schedule is not None
         return self._schedule
 
@@ -622,11 +625,12 @@ class KDPM2AncestralDiscreteScheduler(SchedulerMixin):
             )
         k = self._step_index
         if k is None:
-            k = (
-                self._begin_index
-                if self._begin_index is not None
-                else self.index_for_timestep(timestep)
-            )
+            k = self._begin_index
+        if k is None:
+            # the usual start, timesteps[0], is index 0 under the first-even-match rule
+            assert self._table is not None  # set with the schedule
+            value = _xp.to_float(timestep)
+            k = 0 if value == self._table.first_timestep else self.index_for_timestep(value)
         if k >= len(self._coefs):
             n = len(self._coefs)
             raise IndexError(
@@ -657,7 +661,16 @@ class KDPM2AncestralDiscreteScheduler(SchedulerMixin):
         k = self._step_index
         if k is None or k >= len(self._coefs):  # start of a loop, or an error to report
             k = self._step_index = self._current_index(timestep, "scale_model_input")
-        return sample / self._coefs[k][0]
+        key = (type(sample), getattr(sample, "dtype", None))
+        if key != self._native_key:
+            self._use_native(sample, key)
+            self._checked = None  # step() re-checks its inputs against the new table
+        return sample / self._native[k][0]
+
+    def _use_native(self, sample: Any, key: tuple[type, Any]) -> None:
+        """Read the per-call numbers in the form for ``sample`` (``key``: its type and dtype)."""
+        assert self._table is not None  # callers have checked that set_timesteps ran
+        self._native, self._native_key = self._table.native(sample), key
 
     def step(
         self,
@@ -706,8 +719,8 @@ class KDPM2AncestralDiscreteScheduler(SchedulerMixin):
             k = self._current_index(timestep, "step")
         checked = (
             type(sample),
-            type(model_output),
             getattr(sample, "dtype", None),
+            type(model_output),
             type(generator),
         )
         if checked != self._checked:
@@ -717,39 +730,44 @@ class KDPM2AncestralDiscreteScheduler(SchedulerMixin):
                 f"model_output has shape {tuple(model_output.shape)} but sample has shape "
                 f"{tuple(sample.shape)}; they must be equal."
             )
-        coef = self._coefs[k]
-        ptype = self.config["prediction_type"]
+        # dt and up are backend-native scalars (see _CallTable.native); sigma is a float
+        _, sigma, _, dt, up = self._native[k]
+        first_half = k % 2 == 0
+        start = sample if first_half else self._stored_sample
+        if start is None:
+            raise RuntimeError(
+                f"step() at index {k} is the second half of a DPM2 step but the first half "
+                "was not taken by this scheduler; start loops at an even index "
+                "(set_begin_index(2 * k))."
+            )
+        # the update start + dt * slope: the slope (x - x0) / sigma is the predicted noise
+        # itself for epsilon models (one fused op in torch); otherwise it is computed as
+        # diffusers computes it
         x0 = None
-        if k % 2 == 0:
-            _, sigma, mid, dt = coef
-            if ptype == "epsilon":
-                prev = _axpy(sample, model_output, dt)  # to_d(x, sigma, x0) is eps itself
+        if self._ptype == "epsilon":
+            if self._torch_in:
+                prev = start.add(model_output, alpha=dt)
             else:
-                x0 = _math.predict_x0(model_output, sample, sigma, ptype)
-                prev = _math.first_half(sample, x0, sigma, mid)
-            self._stored_sample = sample
+                prev = start + dt * model_output
         else:
-            _, _, sigma, dt, up = coef  # this call's model input sits at the midpoint
-            start = self._stored_sample
-            if start is None:
-                raise RuntimeError(
-                    f"step() at index {k} is the second half of a DPM2 step but the first half "
-                    "was not taken by this scheduler; start loops at an even index "
-                    "(set_begin_index(2 * k))."
-                )
-            if ptype == "epsilon":
-                d = model_output
+            x0 = _math.predict_x0(model_output, sample, sigma, self._ptype)
+            prev = start + _math.to_d(sample, sigma, x0) * dt
+        if not first_half:  # fresh noise (drawn even when up == 0: the generator advances)
+            if self._torch_in:
+                prev.add_(noise.draw(model_output, generator), alpha=up)
             else:
-                x0 = _math.predict_x0(model_output, sample, sigma, ptype)
-                d = _math.to_d(sample, sigma, x0)
-            prev = _axpy(start, d, dt)
-            prev = _axpy(prev, noise.draw(model_output, generator), up, inplace=True)
-            self._stored_sample = None
+                prev += up * noise.draw(model_output, generator)
+        self._stored_sample = sample if first_half else None
         self._step_index = k + 1
-        x0_args = (model_output, sample, sigma, ptype) if x0 is None else None
+        if x0 is None:
+            if not return_dict:
+                return prev, _math.predict_x0(model_output, sample, sigma, self._ptype)
+            return KDPM2AncestralDiscreteSchedulerOutput(
+                prev, None, (model_output, sample, sigma, self._ptype)
+            )
         if not return_dict:
-            return prev, x0 if x0_args is None else _math.predict_x0(*x0_args)
-        return KDPM2AncestralDiscreteSchedulerOutput(prev, x0, _x0_args=x0_args)
+            return prev, x0
+        return KDPM2AncestralDiscreteSchedulerOutput(prev, x0)
 
     def _check_arrays(self, model_output: Any, sample: Any, generator: Any, key: Any) -> None:
         """Check the inputs' types, dtype and generator, and remember ``key`` if they pass.
@@ -759,6 +777,9 @@ class KDPM2AncestralDiscreteScheduler(SchedulerMixin):
         list of generators is checked on every call (its length and contents can change).
         """
         self._check_types(model_output, sample, generator)
+        if key[:2] != self._native_key:
+            self._use_native(sample, key[:2])
+        self._torch_in = _xp.is_torch(sample)
         self._checked = None if isinstance(generator, list | tuple) else key
 
     @staticmethod
@@ -824,6 +845,67 @@ class KDPM2AncestralDiscreteScheduler(SchedulerMixin):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__} {self.to_json_string()}"
+
+
+class _CallTable:
+    """The per-model-call numbers of one schedule, in the forms ``step`` reads them.
+
+    ``coefs[k]`` is, for model call ``k``: ``(input scale, sigma of the model input, log
+    midpoint, step size of the update, std of the noise added after it)``, all Python floats;
+    the noise std is 0 in a first half. A scheduler keeps the tables of its last few step
+    counts, so that a pipeline calling ``set_timesteps(n)`` before every image rebuilds
+    nothing. Everything here is read-only once built.
+    """
+
+    __slots__ = ("_native", "coefs", "first_timestep", "schedule")
+
+    def __init__(self, schedule: Schedule, s_noise: float) -> None:
+        sig, mid = schedule.sigmas.tolist(), schedule.sigmas_interpol.tolist()
+        up, down = schedule.sigmas_up.tolist(), schedule.sigmas_down.tolist()
+        # diffusers' scale_model_input divides by (sigma**2 + 1) ** 0.5 of a float32 sigma, in
+        # float32 (torch's float32 sqrt may differ from this correctly rounded one by 1 ulp)
+        c32 = schedule.call_sigmas.astype(np.float32)
+        scales = np.sqrt(c32 * c32 + np.float32(1)).tolist()
+        coefs = []
+        for k, scale in enumerate(scales):
+            i = k // 2
+            if k % 2 == 0:
+                coefs.append((scale, sig[i], mid[i], mid[i] - sig[i], 0.0))
+            else:
+                coefs.append((scale, mid[i], mid[i], down[i] - sig[i], up[i] * s_noise))
+        self.schedule = schedule
+        self.coefs = coefs
+        self.first_timestep = float(schedule.timesteps[:1].astype(schedule.timesteps_dtype)[0])
+        self._native: dict[Any, list[tuple[Any, ...]]] = {}
+
+    def native(self, sample: Any) -> list[tuple[Any, ...]]:
+        """Return ``coefs`` in the form cheapest for ``sample``'s backend and dtype (cached).
+
+        The numbers are the same either way. A Python float makes torch wrap it in a new
+        tensor on every division, which costs more than the division itself on small latents;
+        a 0-d float64 CPU tensor is read as the same scalar (torch treats it like a Python
+        number: no type promotion, no copy to the device). NumPy is fastest with scalars of
+        the array's own dtype, which round exactly as NumPy rounds a Python float for that
+        array. The two noise levels that feed formulas (sigma, midpoint) stay Python floats.
+        """
+        key = (type(sample), getattr(sample, "dtype", None))
+        native = self._native.get(key)
+        if native is not None:
+            return native
+        coefs = self.coefs
+        if _xp.is_torch(sample):
+            torch = _xp.torch_module()
+            assert torch is not None
+            scales = torch.tensor([c[0] for c in coefs], dtype=torch.float64).unbind()
+            native = [(a, *c[1:]) for a, c in zip(scales, coefs, strict=True)]
+        elif isinstance(sample, np.ndarray) and sample.dtype.kind == "f":
+            cols = np.array(coefs).astype(sample.dtype)  # iterating gives NumPy scalars
+            rows = zip(cols[:, 0], coefs, cols[:, 3], cols[:, 4], strict=True)
+            native = [(a, c[1], c[2], dt, up) for a, c, dt, up in rows]
+        else:
+            native = list(coefs)
+        self._native[key] = native
+        return native
 
 
 def _new_scheduler() -> KDPM2AncestralDiscreteScheduler:
