@@ -55,8 +55,9 @@ def test_numpy_matches_torch_for_the_same_noise(monkeypatch):
         monkeypatch.setattr(
             kdpm2.noise,
             "draw",
+            # a new array per draw, as draw() gives (the scheduler scales it in place)
             lambda like, gen=None, it=it, b=backend: (
-                torch.from_numpy(next(it)) if b == "torch" else next(it)
+                torch.from_numpy(next(it).copy()) if b == "torch" else next(it).copy()
             ),
         )
         sch = Scheduler()

@@ -102,7 +102,8 @@ def draw(like: Any, generator: Any = None) -> Any:
     Returns
     -------
     array
-        Same type, shape, dtype and device as ``like``.
+        A new array (the caller may modify it), of the type, shape, dtype and device of
+        ``like``.
 
     Examples
     --------
