@@ -49,6 +49,7 @@ PREDICTION_TYPES: tuple[str, ...] = ("epsilon", "v_prediction", "sample")
 _F32 = np.float32
 #: Relative float32 error of sigma_down above which the exact float64 value is used instead.
 _ILL_CONDITIONED = 1e-3
+_EPS32 = float(np.finfo(_F32).eps)
 
 
 def _readonly(a: np.ndarray) -> np.ndarray:
@@ -273,11 +274,13 @@ def sigma_to_t(sigma: np.ndarray, log_sigmas: np.ndarray, *, float32: bool = Fal
         return np.zeros(sigma.shape)
     log_sigma = np.log(np.maximum(sigma, dt(1e-10)))
     # index of the last table entry <= log_sigma, kept where a right neighbour exists
-    low = np.clip(np.searchsorted(log_table, log_sigma, side="right") - 1, 0, len(log_table) - 2)
+    # (np.minimum/np.maximum: np.clip's Python wrapper costs more than the arithmetic here)
+    low = np.searchsorted(log_table, log_sigma, side="right") - 1
+    low = np.minimum(np.maximum(low, 0), len(log_table) - 2)
     lo, hi = log_table[low], log_table[low + 1]
     gap = lo - hi
     flat = gap == 0  # equal neighbours (a tiny beta): any weight is exact, take 0
-    w = np.clip((lo - log_sigma) / np.where(flat, dt(1), gap), dt(0), dt(1))
+    w = np.minimum(np.maximum((lo - log_sigma) / np.where(flat, dt(1), gap), dt(0)), dt(1))
     w = np.where(flat, dt(0), w)
     return ((dt(1) - w) * low.astype(dt) + w * (low + 1).astype(dt)).astype(np.float64)
 
@@ -379,7 +382,7 @@ def ancestral_split_table(
         ~np.isfinite(down32)
         | ~np.isfinite(up32)
         | ((down32 <= 0) & (down64 > 0))
-        | (cond * float(np.finfo(_F32).eps) > _ILL_CONDITIONED)
+        | (cond * _EPS32 > _ILL_CONDITIONED)
     )
     down = np.where(bad, down64, down32.astype(np.float64))
     up = np.where(bad, up64, up32.astype(np.float64))
