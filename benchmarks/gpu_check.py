@@ -4,9 +4,11 @@ Run by hand on a machine with a GPU (CI has none)::
 
     .venv/bin/python benchmarks/gpu_check.py [--quick] [--out PATH]
 
-1. A full 25-step loop runs under ``torch.cuda.set_sync_debug_mode("error")``, after
-   ``set_begin_index(0)`` so that the start index needs no lookup: any host-device sync in
-   ``scale_model_input`` or ``step`` raises. A deliberate ``.item()`` first proves the mode bites.
+1. A full 25-step loop runs under ``torch.cuda.set_sync_debug_mode("error")``, exactly as a
+   pipeline writes it (iterating over ``scheduler.timesteps`` on the device, no
+   ``set_begin_index``): any host-device sync in ``scale_model_input`` or ``step``, the first
+   call's start-index lookup included, raises. A deliberate ``.item()`` first proves the mode
+   bites.
 2. One model call (``scale_model_input`` + ``step``) is captured in a CUDA graph, for a first
    half and for a second half that draws noise from a CUDA generator; each replay must give
    exactly the eager result (the second half after re-seeding the generator).
@@ -38,10 +40,11 @@ STEPS = 25
 DEFAULT_OUT = Path(__file__).parent / "results" / "gpu_check.json"
 
 
-def _scheduler(device: torch.device) -> kdpm2.KDPM2AncestralDiscreteScheduler:
+def _scheduler(device: torch.device, begin: bool = True) -> kdpm2.KDPM2AncestralDiscreteScheduler:
     sch = kdpm2.KDPM2AncestralDiscreteScheduler()
     sch.set_timesteps(STEPS, device=device)
-    sch.set_begin_index(0)
+    if begin:
+        sch.set_begin_index(0)
     return sch
 
 
@@ -51,8 +54,8 @@ def _latent(shape: tuple[int, ...], device: torch.device, sigma: float, seed: in
 
 
 def check_no_sync(device: torch.device) -> str:
-    """Run a whole loop with synchronizing CUDA calls turned into errors."""
-    sch = _scheduler(device)
+    """Run a whole pipeline-style loop with synchronizing CUDA calls turned into errors."""
+    sch = _scheduler(device, begin=False)
     timesteps = sch.timesteps  # built (host-to-device copy) before the checked region
     x = _latent((2, 4, 64, 64), device, sch.init_noise_sigma)
     gen = torch.Generator(device=device).manual_seed(0)

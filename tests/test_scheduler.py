@@ -265,3 +265,30 @@ def test_reused_scheduler_matches_fresh_ones_across_step_counts_and_backends():
             results.append(np.asarray(x))
         np.testing.assert_array_equal(results[0], results[1])
     assert sorted(reused._tables) == [(3, 1000), (5, 1000), (7, 1000)]
+
+
+def test_loop_over_own_timesteps_starts_without_reading_a_value(monkeypatch):
+    """Iterating over scheduler.timesteps, the first call finds its index without reading the
+    timestep's value (on an accelerator that read is a host-device sync); any other timestep
+    object is looked up by value, with the same result."""
+    torch = pytest.importorskip("torch")
+    import kdpm2._xp
+
+    def run(first_t=None):
+        sch = Scheduler()
+        sch.set_timesteps(4)
+        x = torch.linspace(-3, 3, 8).reshape(2, 4) * sch.init_noise_sigma
+        gen = torch.Generator().manual_seed(0)
+        for k, t in enumerate(sch.timesteps):
+            t = first_t if k == 0 and first_t is not None else t
+            x = sch.step(torch.tanh(sch.scale_model_input(x, t)), t, x, generator=gen)[0]
+        return x
+
+    reads = []
+    real = kdpm2._xp.to_float
+    monkeypatch.setattr(kdpm2._xp, "to_float", lambda v: reads.append(v) or real(v))
+    own = run()
+    assert reads == []
+    by_value = run(first_t=torch.tensor(999.0))
+    assert len(reads) == 1
+    assert torch.equal(own, by_value)

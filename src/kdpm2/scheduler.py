@@ -617,6 +617,26 @@ class KDPM2AncestralDiscreteScheduler(SchedulerMixin):
         even = hits[hits % 2 == 0]
         return int(even[0] if len(even) else hits[0])
 
+    def _start_index(self, timestep: Any) -> int:
+        """Index of a loop's first call: the first even match of ``timestep``'s value.
+
+        The usual start is ``timesteps[0]``, index 0. When ``timestep`` is that element of
+        this scheduler's own ``timesteps`` tensor (what iterating over it yields: a view), it
+        is recognised from the view's storage offset, with no read of its value, so a loop on
+        an accelerator needs no host-device sync even at its start.
+        """
+        ts = self._cache.get("timesteps")
+        if (
+            ts is not None
+            and getattr(timestep, "_base", None) is ts
+            and timestep.storage_offset() == ts.storage_offset()
+            and timestep.ndim == 0
+        ):
+            return 0
+        assert self._table is not None  # set with the schedule
+        value = _xp.to_float(timestep)
+        return 0 if value == self._table.first_timestep else self.index_for_timestep(value)
+
     def _current_index(self, timestep: Any, method: str) -> int:
         if self._schedule is None:
             raise RuntimeError(
@@ -627,10 +647,7 @@ class KDPM2AncestralDiscreteScheduler(SchedulerMixin):
         if k is None:
             k = self._begin_index
         if k is None:
-            # the usual start, timesteps[0], is index 0 under the first-even-match rule
-            assert self._table is not None  # set with the schedule
-            value = _xp.to_float(timestep)
-            k = 0 if value == self._table.first_timestep else self.index_for_timestep(value)
+            k = self._start_index(timestep)
         if k >= len(self._coefs):
             n = len(self._coefs)
             raise IndexError(
