@@ -399,7 +399,7 @@ class KDPM2AncestralDiscreteScheduler(SchedulerMixin):
         self._stored_sample: Any = None
         self._tables: dict[tuple[int, int], _CallTable] = {}
         self._table: _CallTable | None = None
-        self._coefs: list[tuple[float, float, float, float, float]] = []
+        self._coefs: list[tuple[float, float, float, float]] = []
         self._native: list[tuple[Any, ...]] = []
         self._native_key: Any = None
         self._ptype: str = prediction_type
@@ -748,7 +748,7 @@ class KDPM2AncestralDiscreteScheduler(SchedulerMixin):
                 f"{tuple(sample.shape)}; they must be equal."
             )
         # dt and up are backend-native scalars (see _CallTable.native); sigma is a float
-        _, sigma, _, dt, up = self._native[k]
+        _, sigma, dt, up = self._native[k]
         first_half = k % 2 == 0
         start = sample if first_half else self._stored_sample
         if start is None:
@@ -871,11 +871,12 @@ class KDPM2AncestralDiscreteScheduler(SchedulerMixin):
 class _CallTable:
     """The per-model-call numbers of one schedule, in the forms ``step`` reads them.
 
-    ``coefs[k]`` is, for model call ``k``: ``(input scale, sigma of the model input, log
-    midpoint, step size of the update, std of the noise added after it)``, all Python floats;
-    the noise std is 0 in a first half. A scheduler keeps the tables of its last few step
-    counts, so that a pipeline calling ``set_timesteps(n)`` before every image rebuilds
-    nothing. Everything here is read-only once built.
+    ``coefs[k]`` is, for model call ``k``: ``(input scale, sigma of the model input, step
+    size of the update, std of the noise added after it)``, all Python floats. A first half
+    (even ``k``) goes from the step's ``sigma`` to its log midpoint and adds no noise; a
+    second half goes from the step's ``sigma`` to ``sigma_down``. A scheduler keeps the
+    tables of its last few step counts, so that a pipeline calling ``set_timesteps(n)``
+    before every image rebuilds nothing. Everything here is read-only once built.
     """
 
     __slots__ = ("_native", "coefs", "first_timestep", "schedule")
@@ -891,9 +892,9 @@ class _CallTable:
         for k, scale in enumerate(scales):
             i = k // 2
             if k % 2 == 0:
-                coefs.append((scale, sig[i], mid[i], mid[i] - sig[i], 0.0))
+                coefs.append((scale, sig[i], mid[i] - sig[i], 0.0))
             else:
-                coefs.append((scale, mid[i], mid[i], down[i] - sig[i], up[i] * s_noise))
+                coefs.append((scale, mid[i], down[i] - sig[i], up[i] * s_noise))
         self.schedule = schedule
         self.coefs = coefs
         self.first_timestep = float(schedule.timesteps[:1].astype(schedule.timesteps_dtype)[0])
@@ -907,7 +908,7 @@ class _CallTable:
         a 0-d float64 CPU tensor is read as the same scalar (torch treats it like a Python
         number: no type promotion, no copy to the device). NumPy is fastest with scalars of
         the array's own dtype, which round exactly as NumPy rounds a Python float for that
-        array. The two noise levels that feed formulas (sigma, midpoint) stay Python floats.
+        array. The noise level that feeds formulas (sigma) stays a Python float.
         """
         native = self._native.get(key)
         if native is not None:
@@ -920,8 +921,8 @@ class _CallTable:
             native = [(a, *c[1:]) for a, c in zip(scales, coefs, strict=True)]
         elif issubclass(kind, np.ndarray) and dtype.kind == "f":
             cols = np.array(coefs).astype(dtype)  # iterating gives NumPy scalars
-            rows = zip(cols[:, 0], coefs, cols[:, 3], cols[:, 4], strict=True)
-            native = [(a, c[1], c[2], dt, up) for a, c, dt, up in rows]
+            rows = zip(cols[:, 0], coefs, cols[:, 2], cols[:, 3], strict=True)
+            native = [(a, c[1], dt, up) for a, c, dt, up in rows]
         else:
             native = list(coefs)
         self._native[key] = native
@@ -949,17 +950,3 @@ def _cached_train_schedule(
         beta_schedule=beta_schedule,
         trained_betas=trained_betas,
     )
-
-
-def _axpy(x: Any, y: Any, a: float, *, inplace: bool = False) -> Any:
-    """Return ``x + a * y`` with one fused kernel where the backend has one.
-
-    ``x`` is a NumPy array or a torch tensor (checked at the boundary), so anything that is not
-    an ``ndarray`` is a tensor.
-    """
-    if not isinstance(x, np.ndarray):
-        return x.add_(y, alpha=a) if inplace else x.add(y, alpha=a)
-    if inplace:
-        x += a * y
-        return x
-    return x + a * y
