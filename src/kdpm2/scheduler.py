@@ -329,8 +329,10 @@ class KDPM2AncestralDiscreteScheduler(SchedulerMixin):
     - The constructor does not build a 1000-step schedule (diffusers does, in Python loops);
       ``timesteps``/``sigmas`` read before ``set_timesteps`` build it on first access.
     - ``init_noise_sigma`` is a Python float, not a 0-d tensor.
-    - ``step`` reads only host-side tables: no ``.item()``, no ``nonzero()``, no device sync,
-      once the start index is known (call ``set_begin_index`` to skip the one lookup).
+    - ``step`` reads only host-side tables: no ``.item()``, no ``nonzero()``, no device sync.
+      The start index needs none either when the loop iterates over ``timesteps`` (the
+      pipeline loop) or after ``set_begin_index``; any other first timestep is looked up by
+      value, which reads it once.
     - ``eta``, ``s_noise`` and ``discard_penultimate_sigma`` are extra config keys; their
       defaults give diffusers' numbers. diffusers ignores them (with a logged warning) when
       it loads a config saved by kdpm2.
