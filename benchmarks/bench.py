@@ -479,7 +479,7 @@ def bench_torch_loop(shape: tuple[int, ...], reps: int) -> list[Row]:
     k_sch.set_timesteps(STEPS)
     plan = LimitPlan.from_schedule(k_sch.schedule)
     plan_0d = LimitPlan(
-        list(torch.tensor(plan.c_in, dtype=torch.float64).unbind()), plan.dt, plan.up
+        list(torch.tensor(plan.c_in, dtype=torch.float32).unbind()), plan.dt, plan.up
     )
     x_init = x0 * float(k_sch.init_noise_sigma)
 

@@ -211,17 +211,13 @@ def test_per_sample_numpy_generators_make_batches_split_invariant():
 
 
 def test_scale_model_input_is_division_by_the_float32_scale_in_every_dtype():
-    """One scheduler, inputs of alternating backends and dtypes: each call returns exactly
-    ``sample / scale`` (scale = sqrt(sigma**2 + 1) of the float32 sigma, as a Python float), in
-    the input's type and dtype. The divisors are cached per backend and dtype; a stale cache
-    would hand back the wrong type or a differently rounded value."""
-    sch = Scheduler()
-    sch.set_timesteps(4)
-    sch.set_begin_index(2)
-    sigma32 = np.float32(sch.schedule.call_sigmas[2])
-    scale = float(np.sqrt(sigma32 * sigma32 + np.float32(1)))
-    rng = np.random.default_rng(0)
-    base = rng.standard_normal((2, 3, 5)) * 7
+    """At every call of a loop, inputs of alternating backends and dtypes each come back as
+    exactly ``sample / scale`` (scale = sqrt(sigma**2 + 1) of the float32 sigma, as a Python
+    float), in the input's type and dtype. The scales are held in faster forms per backend and
+    dtype (0-d tensors, NumPy scalars); a stale or wrongly rounded form would show here."""
+    sch = Scheduler(use_karras_sigmas=True)
+    sch.set_timesteps(6)
+    base = np.random.default_rng(0).standard_normal((2, 3, 5)) * 7
     inputs = [base.astype(dt) for dt in (np.float32, np.float16, np.float64)]
     torch = _optional_torch()
     if torch is not None:
@@ -229,16 +225,21 @@ def test_scale_model_input_is_division_by_the_float32_scale_in_every_dtype():
             torch.from_numpy(base).to(dt)
             for dt in (torch.float32, torch.bfloat16, torch.float16, torch.float64)
         ]
-    t = sch.timesteps[2]
-    for x in inputs * 2:
-        got = sch.scale_model_input(x, t)
-        assert type(got) is type(x)
-        assert got.dtype == x.dtype
-        want = x / scale
-        if torch is not None and isinstance(x, torch.Tensor):
-            assert torch.equal(got, want)
-        else:
-            np.testing.assert_array_equal(got, want)
+    x = base.astype(np.float32)
+    rng = np.random.default_rng(1)
+    for k, t in enumerate(sch.timesteps):
+        sigma32 = np.float32(sch.schedule.call_sigmas[k])
+        scale = float(np.sqrt(sigma32 * sigma32 + np.float32(1)))
+        for inp in inputs:
+            got = sch.scale_model_input(inp, t)
+            assert type(got) is type(inp)
+            assert got.dtype == inp.dtype
+            want = inp / scale
+            if torch is not None and isinstance(inp, torch.Tensor):
+                assert torch.equal(got, want)
+            else:
+                np.testing.assert_array_equal(got, want)
+        x = sch.step(np.tanh(sch.scale_model_input(x, t)), t, x, generator=rng).prev_sample
 
 
 def test_reused_scheduler_matches_fresh_ones_across_step_counts_and_backends():

@@ -329,6 +329,16 @@ def _loop(
     euler, sig_f, mid_f, dt_mid, dt_down, noise_scale = (
         (empty,) * 6 if per_sample else _step_scalars(host, eta, s_noise)
     )
+    if torch_in and not per_sample:
+        # the same values as 0-d CPU tensors of the sigmas' dtype (exact: they were computed
+        # in it): torch reads those as scalars, with no type promotion and no device copy,
+        # instead of wrapping a Python float in a new tensor on every operation
+        torch = _xp.torch_module()
+        assert torch is not None
+        sig_f, mid_f, dt_mid, dt_down, noise_scale = (
+            torch.from_numpy(np.asarray(v, dtype=host.dtype)).unbind()
+            for v in (sig_f, mid_f, dt_mid, dt_down, noise_scale)
+        )
     for i in _progress(len(host) - 1, disable):
         sigma_in = _xp.like(host[i], x) if per_sample else sigmas[i] * s_in
         denoised = model(x, sigma_in, **extra)

@@ -906,11 +906,13 @@ class _CallTable:
         """Return ``coefs`` in the form cheapest for arrays of ``key = (type, dtype)`` (cached).
 
         The numbers are the same either way. A Python float makes torch wrap it in a new
-        tensor on every division, which costs more than the division itself on small latents;
-        a 0-d float64 CPU tensor is read as the same scalar (torch treats it like a Python
-        number: no type promotion, no copy to the device). NumPy is fastest with scalars of
-        the array's own dtype, which round exactly as NumPy rounds a Python float for that
-        array. The noise level that feeds formulas (sigma) stays a Python float.
+        tensor on every division, which costs more than the division itself on small latents.
+        The input scales are float32 values, so a 0-d float32 CPU tensor holds each exactly,
+        and torch reads it as it reads the float: no type promotion, no copy to the device,
+        and float16/bfloat16 math in float32 from the same value (the tests check every float
+        dtype bit for bit; a float64 tensor would cost a conversion on every use). NumPy is
+        fastest with scalars of the array's own dtype, which round exactly as NumPy rounds a
+        Python float for that array. ``sigma``, which feeds formulas, stays a Python float.
         """
         native = self._native.get(key)
         if native is not None:
@@ -919,7 +921,7 @@ class _CallTable:
         kind, dtype = key
         torch = _xp.torch_module()
         if torch is not None and issubclass(kind, torch.Tensor):
-            scales = torch.tensor([c[0] for c in coefs], dtype=torch.float64).unbind()
+            scales = torch.tensor([c[0] for c in coefs], dtype=torch.float32).unbind()
             native = [(a, *c[1:]) for a, c in zip(scales, coefs, strict=True)]
         elif issubclass(kind, np.ndarray) and dtype.kind == "f":
             cols = np.array(coefs).astype(dtype)  # iterating gives NumPy scalars

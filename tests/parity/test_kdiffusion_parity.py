@@ -177,3 +177,42 @@ def test_per_sample_sigmas_equal_stacked_single_runs():
             )
         )
     np.testing.assert_allclose(batch, np.concatenate(singles), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("x_dtype", ["float16", "bfloat16", "float32", "float64"])
+@pytest.mark.parametrize("sigma_dtype", ["float32", "float64"])
+def test_step_scalars_held_as_tensors_act_as_python_floats(x_dtype, sigma_dtype):
+    """On tensors the sampler holds its per-step scalars as 0-d tensors of the sigmas' dtype
+    (torch reads those faster than it wraps Python floats). The result equals, bit for bit,
+    the same k-diffusion loop written with Python floats, in every float dtype."""
+    torch = pytest.importorskip("torch")
+    from kdpm2.sampling import _step_scalars
+
+    xd, sd = getattr(torch, x_dtype), getattr(torch, sigma_dtype)
+    sigmas = torch.as_tensor(kdpm2.get_sigmas_karras(6, 0.03, 14.6)).to(sd)
+    start = torch.randn(2, 3, 4, 4, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    x0 = (start * 14.6).to(xd)
+
+    def model(x, s):
+        return torch.tanh(x / (1 + s.to(x.dtype)[:, None, None, None] ** 2))
+
+    def noise_sampler():
+        gen = torch.Generator().manual_seed(0)
+        return lambda s, s_next: torch.randn(x0.shape, generator=gen, dtype=torch.float64).to(xd)
+
+    ours = kdpm2.sample_dpm_2_ancestral(
+        model, x0, sigmas, eta=0.7, s_noise=0.9, noise_sampler=noise_sampler(), disable=True
+    )
+    euler, sig, mid, dt_mid, dt_down, scale = _step_scalars(sigmas.numpy(), 0.7, 0.9)
+    noise, s_in, x = noise_sampler(), x0.new_ones([2]), x0
+    for i in range(len(sigmas) - 1):
+        d = (x - model(x, sigmas[i] * s_in)) / sig[i]
+        if euler[i]:
+            x = x + d * dt_down[i]
+            continue
+        x_2 = x + d * dt_mid[i]
+        d_2 = (x_2 - model(x_2, s_in * mid[i])) / mid[i]
+        x = x + d_2 * dt_down[i]
+        x = x + noise(sigmas[i], sigmas[i + 1]) * scale[i]
+    assert ours.dtype == xd
+    assert torch.equal(ours, x)
