@@ -527,6 +527,7 @@ def bench_numpy_loop(shape: tuple[int, ...], reps: int) -> list[Row]:
     sch = kdpm2.KDPM2AncestralDiscreteScheduler()
     sch.set_timesteps(STEPS)
     plan = LimitPlan.from_schedule(sch.schedule)
+    plan_0d = LimitPlan(*([np.array(v, np.float32) for v in col] for col in vars(plan).values()))
     x_init = (
         np.random.default_rng(1).standard_normal(shape, dtype=np.float32) * sch.init_noise_sigma
     )
@@ -542,15 +543,26 @@ def bench_numpy_loop(shape: tuple[int, ...], reps: int) -> list[Row]:
             lambda: (plan, sch.timesteps, x_init, np.random.default_rng(0)),
             number=1,
         ),
+        # the same bare loop with float32 0-d arrays for its scalars (as kdpm2 holds them),
+        # which NumPy combines with an array faster than Python floats or NumPy scalars
+        "limit-0d": Case(
+            _numpy_limit_loop,
+            lambda: (plan_0d, sch.timesteps, x_init, np.random.default_rng(0)),
+            number=1,
+        ),
     }
     outs = {name: c.run(c.setup()) for name, c in cases.items()}
     assert outs["kdpm2"].dtype == np.float32, outs["kdpm2"].dtype
     check = {
         "max_abs_diff_vs_limit": max_abs_diff(outs["kdpm2"], outs["limit"]),
+        "max_abs_diff_limit_0d_vs_limit": max_abs_diff(outs["limit-0d"], outs["limit"]),
         "max_abs_value": float(np.abs(outs["kdpm2"]).max()),
     }
     times = race(cases, reps, 0.0)
-    return [_row(f"numpy loop {shape}", times, "limit", "overhead", _NUMPY_LIMIT_TARGET, **check)]
+    return [
+        _row(f"numpy loop {shape}", times, "limit", "overhead", _NUMPY_LIMIT_TARGET, **check),
+        _row(f"numpy loop {shape}", times, "limit-0d", "overhead", None),
+    ]
 
 
 def bench_functional(shape: tuple[int, ...], reps: int, kd: types.ModuleType) -> list[Row]:

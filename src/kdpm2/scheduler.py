@@ -911,8 +911,8 @@ class _CallTable:
         and torch reads it as it reads the float: no type promotion, no copy to the device,
         and float16/bfloat16 math in float32 from the same value (the tests check every float
         dtype bit for bit; a float64 tensor would cost a conversion on every use). NumPy is
-        fastest with scalars of the array's own dtype, which round exactly as NumPy rounds a
-        Python float for that array. ``sigma``, which feeds formulas, stays a Python float.
+        fastest with 0-d arrays of the array's own dtype, which round exactly as NumPy rounds
+        a Python float for that array. ``sigma``, which feeds formulas, stays a Python float.
         """
         native = self._native.get(key)
         if native is not None:
@@ -924,9 +924,14 @@ class _CallTable:
             scales = torch.tensor([c[0] for c in coefs], dtype=torch.float32).unbind()
             native = [(a, *c[1:]) for a, c in zip(scales, coefs, strict=True)]
         elif issubclass(kind, np.ndarray) and dtype.kind == "f":
-            cols = np.array(coefs).astype(dtype)  # iterating gives NumPy scalars
-            rows = zip(cols[:, 0], coefs, cols[:, 2], cols[:, 3], strict=True)
-            native = [(a, c[1], dt, up) for a, c, dt, up in rows]
+            cols = np.array(coefs).astype(dtype)
+            cols.flags.writeable = False
+            # read-only 0-d arrays (`[k, j, ...]` keeps an array): NumPy combines those with
+            # an array faster than it does a NumPy scalar, which it converts on every use
+            native = [
+                (cols[k, 0, ...], c[1], cols[k, 2, ...], cols[k, 3, ...])
+                for k, c in enumerate(coefs)
+            ]
         else:
             native = list(coefs)
         self._native[key] = native
