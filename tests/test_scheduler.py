@@ -322,3 +322,20 @@ def test_numpy_step_equals_the_python_float_arithmetic(dtype):
             x = x + float(tab.sigmas_up[i]) * noise
     assert ours.dtype == dtype
     np.testing.assert_array_equal(ours, x)
+
+
+def test_set_timesteps_rebuilds_only_step_counts_it_has_dropped(monkeypatch):
+    """A scheduler keeps the tables of its 8 most recently used step counts: going back to
+    one of them builds nothing, and the least recently used one is dropped first."""
+    import kdpm2.scheduler
+
+    built = []
+    real = kdpm2.scheduler.make_schedule
+    monkeypatch.setattr(
+        kdpm2.scheduler, "make_schedule", lambda cfg, n, *a: built.append(n) or real(cfg, n, *a)
+    )
+    sch = Scheduler()
+    for n in [1, 2, 3, 4, 5, 6, 7, 8, 1, 9, 1, 2]:
+        sch.set_timesteps(n)
+        assert sch.num_inference_steps == n
+    assert built == [1, 2, 3, 4, 5, 6, 7, 8, 9, 2]

@@ -84,7 +84,7 @@ _NATIVE = (np.dtype(np.float32), np.dtype(np.float64))
 
 def _draw_numpy(shape: tuple[int, ...], dtype: Any, gen: np.random.Generator | None) -> Any:
     rng = gen if gen is not None else np.random.default_rng()
-    native = dtype if dtype in (np.float32, np.float64) else np.float32
+    native = dtype if np.dtype(dtype) in _NATIVE else np.float32
     return rng.standard_normal(shape, dtype=native).astype(dtype, copy=False)
 
 

@@ -469,13 +469,13 @@ class KDPM2AncestralDiscreteScheduler(SchedulerMixin):
                 "use fewer steps or timestep_spacing='linspace'."
             )
         key = (int(n), int(t_train))
-        table = self._tables.get(key)
+        table = self._tables.pop(key, None)
         if table is None:
             schedule = make_schedule(self.config, key[0], key[1], self._train_schedule())
             table = _CallTable(schedule, float(self.config["s_noise"]))
-            if len(self._tables) >= 8:  # keep the most recent few step counts
+            if len(self._tables) >= 8:  # keep the 8 most recently used step counts
                 del self._tables[next(iter(self._tables))]
-            self._tables[key] = table
+        self._tables[key] = table  # (re)inserted last: the dict is in order of use
         self._install(table, device)
         self.timesteps  # noqa: B018 - build the output tensor now, not inside the sampling loop
 
@@ -877,8 +877,9 @@ class _CallTable:
     size of the update, std of the noise added after it)``, all Python floats. A first half
     (even ``k``) goes from the step's ``sigma`` to its log midpoint and adds no noise; a
     second half goes from the step's ``sigma`` to ``sigma_down``. A scheduler keeps the
-    tables of its last few step counts, so that a pipeline calling ``set_timesteps(n)``
-    before every image rebuilds nothing. Everything here is read-only once built.
+    tables of its 8 most recently used step counts, so that a pipeline calling
+    ``set_timesteps(n)`` before every image rebuilds nothing. Everything here is read-only
+    once built.
     """
 
     __slots__ = ("_native", "coefs", "first_timestep", "schedule")
