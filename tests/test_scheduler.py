@@ -295,32 +295,48 @@ def test_loop_over_own_timesteps_starts_without_reading_a_value(monkeypatch):
     assert torch.equal(own, by_value)
 
 
-@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
-def test_numpy_step_equals_the_python_float_arithmetic(dtype):
+@pytest.mark.parametrize(
+    ("dtype", "model_dtype"),
+    [
+        (np.float16, np.float16),
+        (np.float32, np.float32),
+        (np.float64, np.float64),
+        (np.float32, np.float64),
+        (np.float64, np.float32),
+        (np.float16, np.float32),
+    ],
+)
+def test_numpy_step_equals_the_python_float_arithmetic(dtype, model_dtype):
     """A NumPy loop gives, bit for bit, the update written with Python floats from the public
     tables: scale by sqrt(sigma**2 + 1) of the float32 sigma, then x + dt * eps, and after a
-    second half up * noise (the scheduler holds these numbers as 0-d arrays for speed)."""
+    second half up * noise (the scheduler holds these numbers as 0-d arrays for speed), also
+    when the model answers in another dtype than the sample's."""
     sch = Scheduler()
     sch.set_timesteps(5)
     tab = sch.schedule
     x0 = (np.random.default_rng(2).standard_normal((2, 3)) * tab.init_noise_sigma).astype(dtype)
+
+    def model(x):
+        return np.tanh(x).astype(model_dtype)
+
     ours, rng = x0, np.random.default_rng(0)
     for t in sch.timesteps:
-        ours = sch.step(np.tanh(sch.scale_model_input(ours, t)), t, ours, generator=rng)[0]
+        ours = sch.step(model(sch.scale_model_input(ours, t)), t, ours, generator=rng)[0]
     x, start, rng = x0, None, np.random.default_rng(0)
     for k, sigma in enumerate(tab.call_sigmas.tolist()):
         i = k // 2
         sigma32 = np.float32(sigma)
-        eps = np.tanh(x / float(np.sqrt(sigma32 * sigma32 + np.float32(1))))
+        eps = model(x / float(np.sqrt(sigma32 * sigma32 + np.float32(1))))
         if k % 2 == 0:
             start = x
             x = x + (float(tab.sigmas_interpol[i]) - float(tab.sigmas[i])) * eps
         else:
             x = start + (float(tab.sigmas_down[i]) - float(tab.sigmas[i])) * eps
-            drawn = np.float32 if dtype == np.float16 else dtype  # kdpm2.noise's policy
-            noise = rng.standard_normal(x.shape, dtype=drawn).astype(dtype)
+            # drawn like the model output, by kdpm2.noise's dtype policy
+            drawn = np.float32 if eps.dtype == np.float16 else eps.dtype
+            noise = rng.standard_normal(x.shape, dtype=drawn).astype(eps.dtype)
             x = x + float(tab.sigmas_up[i]) * noise
-    assert ours.dtype == dtype
+    assert ours.dtype == np.result_type(dtype, model_dtype)
     np.testing.assert_array_equal(ours, x)
 
 

@@ -407,6 +407,7 @@ class KDPM2AncestralDiscreteScheduler(SchedulerMixin):
         self._ptype: str = prediction_type
         self._checked: Any = None
         self._torch_in = False
+        self._same_dtype = True
         self._out_device: Any = None
         self._cache: dict[Any, Any] = {}
         self.num_inference_steps: int | None = None
@@ -740,6 +741,7 @@ class KDPM2AncestralDiscreteScheduler(SchedulerMixin):
             type(sample),
             getattr(sample, "dtype", None),
             type(model_output),
+            getattr(model_output, "dtype", None),
             type(generator),
         )
         if checked != self._checked:
@@ -767,9 +769,11 @@ class KDPM2AncestralDiscreteScheduler(SchedulerMixin):
         if self._ptype == "epsilon":
             if self._torch_in:
                 prev = start.add(model_output, alpha=dt)
-            else:
+            elif self._same_dtype:
                 prev = dt * model_output
                 prev += start
+            else:  # in place would keep the model output's dtype, not the promoted one
+                prev = start + dt * model_output
         else:
             x0 = _math.predict_x0(model_output, sample, sigma, self._ptype)
             prev = start + _math.to_d(sample, sigma, x0) * dt
@@ -795,14 +799,19 @@ class KDPM2AncestralDiscreteScheduler(SchedulerMixin):
     def _check_arrays(self, model_output: Any, sample: Any, generator: Any, key: Any) -> None:
         """Check the inputs' types, dtype and generator, and remember ``key`` if they pass.
 
-        ``step`` calls this only when ``key`` (the types, the dtype and the generator's type)
+        ``step`` calls this only when ``key`` (the types, the dtypes and the generator's type)
         differs from the last one checked: the checks cost as much as a small tensor op. A
         list of generators is checked on every call (its length and contents can change).
+        NumPy arithmetic mixing a model output of another dtype reads the numbers as Python
+        floats: a scalar of the sample's dtype would round them differently there.
         """
         self._check_types(model_output, sample, generator)
-        if key[:2] != self._native_key:
-            self._use_native(key[:2])
-        self._torch_in = _xp.is_torch(sample)
+        torch_in = _xp.is_torch(sample)
+        same_dtype = key[1] == key[3]
+        native_key = key[:2] if torch_in or same_dtype else (key[0], _FLOATS)
+        if native_key != self._native_key:
+            self._use_native(native_key)
+        self._torch_in, self._same_dtype = torch_in, same_dtype
         self._checked = None if isinstance(generator, list | tuple) else key
 
     @staticmethod
@@ -870,6 +879,11 @@ class KDPM2AncestralDiscreteScheduler(SchedulerMixin):
         return f"{type(self).__name__} {self.to_json_string()}"
 
 
+#: The dtype slot of a call-table key that asks for plain Python floats. Not None: NumPy
+#: reads None as float64, so ``np.dtype("float64") == None`` is true.
+_FLOATS = object()
+
+
 class _CallTable:
     """The per-model-call numbers of one schedule, in the forms ``step`` reads them.
 
@@ -924,7 +938,7 @@ class _CallTable:
         if torch is not None and issubclass(kind, torch.Tensor):
             scales = torch.tensor([c[0] for c in coefs], dtype=torch.float32).unbind()
             native = [(a, *c[1:]) for a, c in zip(scales, coefs, strict=True)]
-        elif issubclass(kind, np.ndarray) and dtype.kind == "f":
+        elif issubclass(kind, np.ndarray) and isinstance(dtype, np.dtype) and dtype.kind == "f":
             cols = np.array(coefs).astype(dtype)
             cols.flags.writeable = False
             # read-only 0-d arrays (`[k, j, ...]` keeps an array): NumPy combines those with
