@@ -330,14 +330,13 @@ def _loop(
         (empty,) * 6 if per_sample else _step_scalars(host, eta, s_noise)
     )
     if torch_in and not per_sample:
-        # the same values as 0-d CPU tensors of the sigmas' dtype (exact: they were computed
-        # in it): torch reads those as scalars, with no type promotion and no device copy,
+        # the divisors as 0-d CPU tensors of the sigmas' dtype (exact: they were computed in
+        # it): torch reads those as scalars, with no type promotion and no device copy,
         # instead of wrapping a Python float in a new tensor on every operation
         torch = _xp.torch_module()
         assert torch is not None
-        sig_f, mid_f, dt_mid, dt_down, noise_scale = (
-            torch.from_numpy(np.asarray(v, dtype=host.dtype)).unbind()
-            for v in (sig_f, mid_f, dt_mid, dt_down, noise_scale)
+        sig_f, mid_f = (
+            torch.from_numpy(np.asarray(v, dtype=host.dtype)).unbind() for v in (sig_f, mid_f)
         )
     for i in _progress(len(host) - 1, disable):
         sigma_in = _xp.like(host[i], x) if per_sample else sigmas[i] * s_in
@@ -360,10 +359,19 @@ def _loop(
             continue
         d = (x - denoised) / sig_f[i]
         if euler[i]:
-            x = x + d * dt_down[i]
+            x = _axpy(x, d, dt_down[i])
             continue
-        x_2 = x + d * dt_mid[i]
+        x_2 = _axpy(x, d, dt_mid[i])
         d_2 = (x_2 - model(x_2, s_in * mid_f[i], **extra)) / mid_f[i]
-        x = x + d_2 * dt_down[i]
-        x = x + sampler(sigmas[i], sigmas[i + 1]) * noise_scale[i]
+        x = _axpy(x, d_2, dt_down[i])
+        x = _axpy(x, sampler(sigmas[i], sigmas[i + 1]), noise_scale[i])
     return x
+
+
+def _axpy(x: Any, y: Any, a: float) -> Any:
+    """Return ``x + y * a``: one kernel for tensors, plain arithmetic for arrays.
+
+    ``torch.add(x, y, alpha=a)`` reads and writes each element once where k-diffusion's
+    ``x + y * a`` runs two kernels; its rounding may differ from theirs by an ulp.
+    """
+    return x + y * a if isinstance(x, np.ndarray) else x.add(y, alpha=a)

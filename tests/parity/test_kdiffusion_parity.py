@@ -182,9 +182,10 @@ def test_per_sample_sigmas_equal_stacked_single_runs():
 @pytest.mark.parametrize("x_dtype", ["float16", "bfloat16", "float32", "float64"])
 @pytest.mark.parametrize("sigma_dtype", ["float32", "float64"])
 def test_step_scalars_held_as_tensors_act_as_python_floats(x_dtype, sigma_dtype):
-    """On tensors the sampler holds its per-step scalars as 0-d tensors of the sigmas' dtype
-    (torch reads those faster than it wraps Python floats). The result equals, bit for bit,
-    the same k-diffusion loop written with Python floats, in every float dtype."""
+    """On tensors the sampler holds its divisors as 0-d tensors of the sigmas' dtype (torch
+    reads those faster than it wraps Python floats) and fuses each x + y * a into one
+    torch.add. The result equals, bit for bit, that loop written with Python floats, in every
+    float dtype."""
     torch = pytest.importorskip("torch")
     from kdpm2.sampling import _step_scalars
 
@@ -208,11 +209,11 @@ def test_step_scalars_held_as_tensors_act_as_python_floats(x_dtype, sigma_dtype)
     for i in range(len(sigmas) - 1):
         d = (x - model(x, sigmas[i] * s_in)) / sig[i]
         if euler[i]:
-            x = x + d * dt_down[i]
+            x = x.add(d, alpha=dt_down[i])
             continue
-        x_2 = x + d * dt_mid[i]
+        x_2 = x.add(d, alpha=dt_mid[i])
         d_2 = (x_2 - model(x_2, s_in * mid[i])) / mid[i]
-        x = x + d_2 * dt_down[i]
-        x = x + noise(sigmas[i], sigmas[i + 1]) * scale[i]
+        x = x.add(d_2, alpha=dt_down[i])
+        x = x.add(noise(sigmas[i], sigmas[i + 1]), alpha=scale[i])
     assert ours.dtype == xd
     assert torch.equal(ours, x)
