@@ -226,7 +226,8 @@ def sample_dpm_2_ancestral(
 ) -> Any:
     """Sample with DPM-Solver-2 steps and ancestral noise (k-diffusion's signature and numbers).
 
-    Matches k-diffusion 0.1.1.post1 ``sample_dpm_2_ancestral``: for each ``i`` the model is
+    Matches k-diffusion 0.1.1.post1 ``sample_dpm_2_ancestral`` (to float32 rounding: on
+    tensors each ``x + y * a`` is one fused ``torch.add``): for each ``i`` the model is
     called at ``sigmas[i]``; if ``sigma_down`` is 0 an Euler step follows, else a second call
     at the log midpoint, the midpoint step to ``sigma_down`` and ``noise_sampler(sigmas[i],
     sigmas[i + 1]) * s_noise * sigma_up`` of noise (drawn even when ``eta == 0``, as k-diffusion
