@@ -395,7 +395,6 @@ class KDPM2AncestralDiscreteScheduler(SchedulerMixin):
             args["trained_betas"] = trained_betas.tolist()
         _validate(args)
         self._register_config(args)
-        self._schedule: Schedule | None = None
         self._step_index: int | None = None
         self._begin_index: int | None = None
         self._stored_sample: Any = None
@@ -404,7 +403,7 @@ class KDPM2AncestralDiscreteScheduler(SchedulerMixin):
         self._coefs: list[tuple[float, float, float, float]] = []
         self._native: list[tuple[Any, ...]] = []
         self._native_key: Any = None
-        self._ptype: str = prediction_type
+        self._ptype: str = self.config["prediction_type"]  # read on every step
         self._checked: Any = None
         self._torch_in = False
         self._same_dtype = True
@@ -469,25 +468,30 @@ class KDPM2AncestralDiscreteScheduler(SchedulerMixin):
                 f"timestep_spacing={spacing!r} gives at most num_train_timesteps={t_train}; "
                 "use fewer steps or timestep_spacing='linspace'."
             )
-        key = (int(n), int(t_train))
-        table = self._tables.pop(key, None)
-        if table is None:
-            schedule = make_schedule(self.config, key[0], key[1], self._train_schedule())
-            table = _CallTable(schedule, float(self.config["s_noise"]))
-            if len(self._tables) >= 8:  # keep the 8 most recently used step counts
-                del self._tables[next(iter(self._tables))]
-        self._tables[key] = table  # (re)inserted last: the dict is in order of use
-        self._install(table, device)
+        self._install(self._table_for(int(n), int(t_train)), device)
         self.timesteps  # noqa: B018 - build the output tensor now, not inside the sampling loop
+
+    def _table_for(self, n: int, t_train: int) -> _CallTable:
+        """Return the call table for ``n`` steps, built once per step count.
+
+        The tables of the 8 most recently used step counts are kept; the dict is in order of
+        use (a hit is reinserted last, the first entry is dropped).
+        """
+        table = self._tables.pop((n, t_train), None)
+        if table is None:
+            schedule = make_schedule(self.config, n, t_train, self._train_schedule())
+            table = _CallTable(schedule, float(self.config["s_noise"]))
+            if len(self._tables) >= 8:
+                del self._tables[next(iter(self._tables))]
+        self._tables[(n, t_train)] = table
+        return table
 
     def _install(self, table: _CallTable, device: Any) -> None:
         """Switch to ``table``'s schedule and reset the loop state (after it is built)."""
-        self._schedule = table.schedule
         self._table = table
         self._coefs = table.coefs
         # keep the inputs' checked types, and read this table in their form
         self._native = [] if self._native_key is None else table.native(self._native_key)
-        self._ptype = self.config["prediction_type"]
         self._out_device = device
         self._cache = {}
         self._step_index = None
@@ -498,12 +502,11 @@ class KDPM2AncestralDiscreteScheduler(SchedulerMixin):
     @property
     def schedule(self) -> Schedule:
         """The pure float64 tables behind the current schedule (see :class:`kdpm2.Schedule`)."""
-        if self._schedule is None:
+        if self._table is None:
             t = self.config["num_train_timesteps"]
-            schedule = make_schedule(self.config, t, t, self._train_schedule())
-            self._install(_CallTable(schedule, float(self.config["s_noise"])), None)
-        assert self._schedule is not None
-        return self._schedule
+            self._install(self._table_for(t, t), None)
+        assert self._table is not None
+        return self._table.schedule
 
     def _as_output(self, name: str, values: np.ndarray, dtype: str) -> Any:
         cached = self._cache.get(name)
@@ -641,7 +644,7 @@ class KDPM2AncestralDiscreteScheduler(SchedulerMixin):
         return 0 if value == self._table.first_timestep else self.index_for_timestep(value)
 
     def _current_index(self, timestep: Any, method: str) -> int:
-        if self._schedule is None:
+        if self._table is None:
             raise RuntimeError(
                 f"{method}() was called before set_timesteps(); call "
                 "scheduler.set_timesteps(num_inference_steps) first."
