@@ -350,7 +350,7 @@ def memory_rows(shape: tuple[int, ...]) -> list[dict[str, Any]]:
         rows.append(_memory_row(f"torch {shape}", name, peaks, latent))
     sch = kdpm2.KDPM2AncestralDiscreteScheduler()
     sch.set_timesteps(STEPS)
-    x = seed_x.numpy() * sch.init_noise_sigma
+    x = seed_x.numpy() * float(sch.init_noise_sigma)
     tracemalloc.start()
     try:
 
@@ -528,8 +528,8 @@ def bench_numpy_loop(shape: tuple[int, ...], reps: int) -> list[Row]:
     sch.set_timesteps(STEPS)
     plan = LimitPlan.from_schedule(sch.schedule)
     plan_0d = LimitPlan(*([np.array(v, np.float32) for v in col] for col in vars(plan).values()))
-    x_init = (
-        np.random.default_rng(1).standard_normal(shape, dtype=np.float32) * sch.init_noise_sigma
+    x_init = np.random.default_rng(1).standard_normal(shape, dtype=np.float32) * float(
+        sch.init_noise_sigma
     )
 
     def setup() -> Any:

@@ -103,7 +103,7 @@ def check_graph_capture(device: torch.device) -> str:
     torch.cuda.synchronize(device)
     if not torch.equal(static_out, x1):
         raise AssertionError(f"first-half replay differs: {_diff(static_out, x1)}")
-    other = _latent(shape, device, eager.init_noise_sigma, seed=7)
+    other = _latent(shape, device, float(eager.init_noise_sigma), seed=7)
     static_x.copy_(other)
     graph.replay()
     expected = _one_call(_scheduler(device), other, ts[0], None)

@@ -13,7 +13,7 @@ def _class_run(seed):
     sch = kdpm2.KDPM2AncestralDiscreteScheduler(use_karras_sigmas=True)
     sch.set_timesteps(15)
     rng = np.random.default_rng(seed)
-    x = (sch.init_noise_sigma * rng.standard_normal((2, 64))).astype(np.float32)
+    x = (float(sch.init_noise_sigma) * rng.standard_normal((2, 64))).astype(np.float32)
     for t in sch.timesteps:
         x = sch.step(np.tanh(sch.scale_model_input(x, t)), t, x, generator=rng).prev_sample
     return x

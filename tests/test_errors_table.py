@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import kdpm2
+import kdpm2.scheduler
 
 TABLE = Path(__file__).resolve().parents[1] / "docs" / "errors.md"
 ROW = re.compile(r"^\| (\d+) \| `(.+)` \| `(\w+)` \| (.+) \|$")
@@ -40,12 +41,17 @@ def namespace(tmp_path):
     done.set_timesteps(2)
     for t in done.timesteps:
         done.step(x, t, x, generator=np.random.default_rng(0))
+    half = S()
+    half.set_timesteps(2)
+    half.set_begin_index(1)
     (tmp_path / "bad_json").mkdir()
     (tmp_path / "bad_json" / "scheduler_config.json").write_text('{"eta": 1.0, ,}')
     (tmp_path / "bad_type").mkdir()
     (tmp_path / "bad_type" / "scheduler_config.json").write_text('{"use_karras_sigmas": "yes"}')
     return {
         "S": S,
+        "K": kdpm2.scheduler.KDPM2AncestralDiscreteScheduler,
+        "half": half,
         "np": np,
         "torch": torch,
         "kdpm2": kdpm2,

@@ -28,7 +28,7 @@ def test_numpy_loops_stay_finite(case, dtype, seed):
     sch = Scheduler(**cfg)
     sch.set_timesteps(n)
     rng = np.random.default_rng(seed)
-    x = (sch.init_noise_sigma * rng.standard_normal((2, 3))).astype(dtype)
+    x = (float(sch.init_noise_sigma) * rng.standard_normal((2, 3))).astype(dtype)
     x = _loop(sch, x, np.tanh, rng)
     assert x.dtype == dtype
     assert np.isfinite(x).all()
@@ -46,9 +46,9 @@ def test_torch_loops_stay_finite(case, dtype_name):
     cfg, n = case
     sch = Scheduler(**cfg)
     sch.set_timesteps(n)
-    assume(sch.init_noise_sigma * 8 < torch.finfo(dtype).max)
+    assume(float(sch.init_noise_sigma) * 8 < torch.finfo(dtype).max)
     gen = torch.Generator().manual_seed(0)
-    x = (sch.init_noise_sigma * torch.randn(2, 3, generator=gen)).to(dtype)
+    x = (float(sch.init_noise_sigma) * torch.randn(2, 3, generator=gen)).to(dtype)
     x = _loop(sch, x, torch.tanh, gen)
     assert x.dtype == dtype
     assert bool(torch.isfinite(x).all())

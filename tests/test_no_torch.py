@@ -25,7 +25,7 @@ def test_numpy_loop_with_torch_blocked():
         sch.set_timesteps(10)
         assert isinstance(sch.timesteps, np.ndarray), type(sch.timesteps)
         rng = np.random.default_rng(0)
-        x = (sch.init_noise_sigma * rng.standard_normal((2, 3))).astype(np.float32)
+        x = (float(sch.init_noise_sigma) * rng.standard_normal((2, 3))).astype(np.float32)
         for t in sch.timesteps:
             x = sch.step(np.tanh(sch.scale_model_input(x, t)), t, x, generator=rng).prev_sample
         assert x.dtype == np.float32 and np.isfinite(x).all()

@@ -95,12 +95,12 @@ def test_scheduler_class_matches_the_recursion():
     sch = kdpm2.KDPM2AncestralDiscreteScheduler(prediction_type="sample", use_karras_sigmas=True)
     sch.set_timesteps(12)
     rng = np.random.default_rng(1)
-    x = sch.init_noise_sigma * rng.standard_normal((n_samples, 1))
+    x = float(sch.init_noise_sigma) * rng.standard_normal((n_samples, 1))
     for k, t in enumerate(sch.timesteps):
         sigma = sch.schedule.call_sigmas[k]
         x = sch.step(ideal_denoiser(x, [sigma]), t, x, generator=rng).prev_sample
     sig = sch.schedule.sigmas
-    mean, var = _predicted_moments(sig, 1.0, 0.0, sch.init_noise_sigma**2)
+    mean, var = _predicted_moments(sig, 1.0, 0.0, float(sch.init_noise_sigma) ** 2)
     assert abs(x.mean() - mean) <= 4 * np.sqrt(var / n_samples)
     assert abs(x.var() - var) <= 4 * var * np.sqrt(2 / n_samples)
     # not trivially the data distribution: the discretisation bias is real and visible

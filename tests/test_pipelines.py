@@ -194,7 +194,8 @@ def test_generator_list_gives_each_image_its_own_seed(components):
     singles = np.concatenate([_generate(pipe, seed=s) for s in seeds])
     assert batch.shape == (4, 32, 32, 3)
     np.testing.assert_allclose(batch, singles, rtol=0, atol=IMAGE_ATOL)
-    np.testing.assert_array_equal(batch[1], batch[3])  # same seed, same image
+    # same seed, same image (to the same float tolerance: batch positions may sum differently)
+    np.testing.assert_allclose(batch[1], batch[3], rtol=0, atol=IMAGE_ATOL)
     assert np.abs(batch[0] - batch[1]).max() > 0.05
 
     ref = _pipe(components, scheduler=diffusers.KDPM2AncestralDiscreteScheduler)
@@ -225,7 +226,11 @@ def test_pipeline_save_and_load_bring_back_kdpm2_scheduler(components, tmp_path)
     loaded.set_progress_bar_config(disable=True)
     assert isinstance(loaded, diffusers.StableDiffusionPipeline)
     assert isinstance(loaded.scheduler, kdpm2.KDPM2AncestralDiscreteScheduler)
-    assert pipe.scheduler.config == loaded.scheduler.config
+
+    def public(config):
+        return {k: v for k, v in config.items() if not k.startswith("_")}
+
+    assert public(pipe.scheduler.config) == public(loaded.scheduler.config)
     np.testing.assert_array_equal(expected, _generate(loaded))
 
     loaded.save_pretrained(tmp_path / "again")  # what was loaded can be saved again
@@ -236,11 +241,9 @@ def test_pipeline_save_and_load_bring_back_kdpm2_scheduler(components, tmp_path)
 def test_saved_schedulers_cross_over_between_libraries(components, tmp_path):
     """Each library's saved pipeline runs with the other library's scheduler, same images.
 
-    A diffusers-saved pipeline loads with `scheduler=kdpm2...from_pretrained(...)` (diffusers
-    checks the passed object against diffusers' SchedulerMixin). A kdpm2-saved pipeline takes
-    diffusers' scheduler, read from kdpm2's scheduler_config.json, by a swap after loading;
-    passing it to from_pretrained fails diffusers' check against kdpm2.SchedulerMixin (the
-    documented limit, pinned here so that the docs change if diffusers does).
+    Passing a scheduler to from_pretrained is the usual way to swap one: it must work both
+    ways (diffusers checks the passed object against the SchedulerMixin it finds beside the
+    saved class, which for "kdpm2" is diffusers' own), also with an unrelated scheduler.
     """
     ref = _pipe(components, scheduler=diffusers.KDPM2AncestralDiscreteScheduler)
     ours = _pipe(components, scheduler=kdpm2.KDPM2AncestralDiscreteScheduler)
@@ -248,92 +251,132 @@ def test_saved_schedulers_cross_over_between_libraries(components, tmp_path):
     ours.save_pretrained(tmp_path / "by_kdpm2")
     expected = _generate(ref)
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # PNDM-only keys in the saved file, named in one warning
-        sch = kdpm2.KDPM2AncestralDiscreteScheduler.from_pretrained(
-            tmp_path / "by_diffusers", subfolder="scheduler"
-        )
+    sch = kdpm2.KDPM2AncestralDiscreteScheduler.from_pretrained(
+        tmp_path / "by_diffusers", subfolder="scheduler"
+    )
     a = diffusers.DiffusionPipeline.from_pretrained(tmp_path / "by_diffusers", scheduler=sch)
     assert a.scheduler is sch
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # diffusers logs that it ignores eta, s_noise, ...
-        ref_sch = diffusers.KDPM2AncestralDiscreteScheduler.from_pretrained(
-            tmp_path / "by_kdpm2", subfolder="scheduler"
-        )
-    b = diffusers.DiffusionPipeline.from_pretrained(tmp_path / "by_kdpm2")
-    b.scheduler = ref_sch
-    with pytest.raises(ValueError, match="kdpm2"):
-        diffusers.DiffusionPipeline.from_pretrained(tmp_path / "by_kdpm2", scheduler=ref_sch)
+    ref_sch = diffusers.KDPM2AncestralDiscreteScheduler.from_pretrained(
+        tmp_path / "by_kdpm2", subfolder="scheduler"
+    )
+    b = diffusers.DiffusionPipeline.from_pretrained(tmp_path / "by_kdpm2", scheduler=ref_sch)
+    assert b.scheduler is ref_sch
     for pipe in (a, b):
         pipe.set_progress_bar_config(disable=True)
         np.testing.assert_allclose(_generate(pipe), expected, rtol=0, atol=IMAGE_ATOL)
 
+    euler = diffusers.EulerDiscreteScheduler.from_config(ours.scheduler.config)
+    c = diffusers.DiffusionPipeline.from_pretrained(tmp_path / "by_kdpm2", scheduler=euler)
+    assert c.scheduler is euler
 
-def test_scheduler_class_while_diffusers_is_imported():
-    """With diffusers imported, new schedulers derive from diffusers' SchedulerMixin too.
 
-    That is what DiffusionPipeline.save_pretrained checks; kdpm2.SchedulerMixin is what
-    from_pretrained looks up by name in the "kdpm2" module. The public class's signature and
-    the class name recorded in model_index.json stay those of kdpm2's class.
+def test_scheduler_is_a_genuine_diffusers_scheduler():
+    """Where diffusers is installed, kdpm2's public class is a diffusers scheduler.
+
+    It derives from diffusers' SchedulerMixin and ConfigMixin (what save_pretrained and the
+    load-time checks test), kdpm2.SchedulerMixin is diffusers' (what from_pretrained looks
+    up beside the saved class name), and model_index.json names it "kdpm2".
     """
     import inspect
 
-    sch = kdpm2.KDPM2AncestralDiscreteScheduler(eta=0.5)
-    cls = type(sch)
+    cls = kdpm2.KDPM2AncestralDiscreteScheduler
     assert issubclass(cls, diffusers.SchedulerMixin)
-    assert issubclass(cls, kdpm2.KDPM2AncestralDiscreteScheduler)
-    assert issubclass(kdpm2.KDPM2AncestralDiscreteScheduler, kdpm2.SchedulerMixin)
+    assert issubclass(cls, diffusers.ConfigMixin)
+    assert kdpm2.SchedulerMixin is diffusers.SchedulerMixin
     assert (cls.__module__, cls.__name__) == ("kdpm2", "KDPM2AncestralDiscreteScheduler")
-    params = list(inspect.signature(kdpm2.KDPM2AncestralDiscreteScheduler).parameters)
+    params = list(inspect.signature(cls).parameters)
     assert params[:2] == ["num_train_timesteps", "beta_start"]
-    assert list(inspect.signature(cls).parameters) == params
+    sch = cls(eta=0.5)
     assert type(pickle.loads(pickle.dumps(sch))) is cls
     assert diffusers.KDPM2AncestralDiscreteScheduler in sch.compatibles
+    assert sch.ignore_for_config == []
+    assert cls._deprecated_kwargs == []
 
 
-def test_scheduler_class_without_diffusers(tmp_path):
-    """Without diffusers, kdpm2 stays diffusers-free; a pickle made with diffusers loads there.
-
-    Also pins the documented limit: a scheduler created *before* diffusers was imported keeps
-    the plain class (a pipeline cannot save it); one created afterwards can be saved.
-    """
-    pickled = tmp_path / "sch.pkl"
-    sch = kdpm2.KDPM2AncestralDiscreteScheduler(beta_schedule="scaled_linear")
-    sch.set_timesteps(5)
-    assert isinstance(sch, diffusers.SchedulerMixin)
-    pickled.write_bytes(pickle.dumps(sch))
-    code = f"""
-        import json, pickle, sys
-        import kdpm2
-        plain = kdpm2.KDPM2AncestralDiscreteScheduler
-        before = plain()
-        unpickled = pickle.loads(open({str(pickled)!r}, "rb").read())
-        result = {{
-            "diffusers_loaded": "diffusers" in sys.modules,
-            "before_is_plain": type(before) is plain,
-            "unpickled_is_plain": type(unpickled) is plain,
-            "unpickled_steps": unpickled.num_inference_steps,
-            "unpickled_schedule": unpickled.config["beta_schedule"],
-        }}
-        import diffusers
-        result["before_saveable"] = isinstance(before, diffusers.SchedulerMixin)
-        result["after_saveable"] = isinstance(plain(), diffusers.SchedulerMixin)
-        print(json.dumps(result))
-        """
-    proc = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, timeout=120
+def test_diffusers_config_habits(tmp_path):
+    """What diffusers users do with a scheduler's config works as with diffusers' own."""
+    sch = kdpm2.KDPM2AncestralDiscreteScheduler(num_train_timesteps=800)
+    with pytest.warns(FutureWarning, match="num_train_timesteps"):
+        assert sch.num_train_timesteps == 800
+    assert "_use_default_values" in sch.config
+    new, unused = kdpm2.KDPM2AncestralDiscreteScheduler.from_config(
+        {**sch.config, "skip_prk_steps": True}, return_unused_kwargs=True
     )
-    assert proc.returncode == 0, proc.stderr
-    assert json.loads(proc.stdout.strip().splitlines()[-1]) == {
-        "diffusers_loaded": False,
-        "before_is_plain": True,
-        "unpickled_is_plain": True,
-        "unpickled_steps": 5,
-        "unpickled_schedule": "scaled_linear",
-        "before_saveable": False,
-        "after_saveable": True,
-    }
+    sch.register_to_config(test_attribute=5)
+    assert sch.config.test_attribute == 5
+    assert unused == {"skip_prk_steps": True}
+    assert new.config.num_train_timesteps == 800
+    sch.save_pretrained(tmp_path)
+    loaded = kdpm2.KDPM2AncestralDiscreteScheduler.from_pretrained(tmp_path)
+    assert loaded.config["_class_name"] == "KDPM2AncestralDiscreteScheduler"
+    assert loaded.config["_diffusers_version"] == diffusers.__version__
+
+
+@pytest.mark.parametrize("n", [np.int64(5), "tensor"])
+def test_set_timesteps_takes_numpy_and_tensor_integers(n):
+    """diffusers accepts a NumPy integer or a 0-d integer tensor as the step count."""
+    sch = kdpm2.KDPM2AncestralDiscreteScheduler()
+    sch.set_timesteps(torch.tensor(5) if n == "tensor" else n)
+    assert sch.num_inference_steps == 5
+
+
+@pytest.mark.parametrize("steps", [1, 4, 10])
+def test_attributes_have_diffusers_meaning(steps):
+    """The tables diffusers exposes as attributes hold diffusers' values, in its layout."""
+    config = {"beta_schedule": "scaled_linear", "use_karras_sigmas": True}
+    ours = kdpm2.KDPM2AncestralDiscreteScheduler(**config)
+    ref = diffusers.KDPM2AncestralDiscreteScheduler(**config)
+    for s in (ours, ref):
+        s.set_timesteps(steps)
+    for name in ("sigmas", "sigmas_interpol", "sigmas_up", "sigmas_down", "log_sigmas"):
+        a, b = getattr(ours, name), getattr(ref, name)
+        assert (type(a), a.dtype, a.shape) == (type(b), b.dtype, b.shape), name
+        # diffusers pads sigmas_up with the NaN of 0/0 after the last step; kdpm2 with 0
+        nan = b.isnan()
+        assert int(nan.sum()) <= (3 if name == "sigmas_up" else 0), name
+        assert bool((a[nan] == 0).all()), name
+        torch.testing.assert_close(a[~nan], b[~nan], rtol=4 * EPS32, atol=1e-7, msg=name)
+    for name in ("betas", "alphas", "alphas_cumprod"):
+        torch.testing.assert_close(getattr(ours, name), getattr(ref, name), rtol=0, atol=0)
+    init = ours.init_noise_sigma
+    assert (type(init), init.dtype, init.shape) == (torch.Tensor, torch.float32, ())
+    torch.testing.assert_close(init, ref.init_noise_sigma)
+    x = torch.ones(1, 2)
+    assert ours.sample is None
+    ours.step(x, ours.timesteps[0], x)
+    assert ours.sample is x  # the first half's sample, kept for the second half
+
+
+def test_import_loads_neither_torch_nor_diffusers_and_schedulers_are_always_saveable():
+    """``import kdpm2`` is light; a scheduler created before the user imports diffusers is
+    still a diffusers scheduler (so pipe.save_pretrained cannot silently drop it); with
+    diffusers blocked, the public class is kdpm2's own."""
+    code = """
+        import json, sys
+        import kdpm2
+        light = "torch" not in sys.modules and "diffusers" not in sys.modules
+        before = kdpm2.KDPM2AncestralDiscreteScheduler()
+        import diffusers
+        print(json.dumps([light, isinstance(before, diffusers.SchedulerMixin)]))
+        """
+    blocked = """
+        import json, sys
+        sys.modules["diffusers"] = None
+        import kdpm2, kdpm2.scheduler
+        cls = kdpm2.KDPM2AncestralDiscreteScheduler
+        print(json.dumps([cls is kdpm2.scheduler.KDPM2AncestralDiscreteScheduler,
+                          kdpm2.SchedulerMixin is kdpm2.scheduler.SchedulerMixin]))
+        """
+    for source, expected in ((code, [True, True]), (blocked, [True, True])):
+        proc = subprocess.run(
+            [sys.executable, "-c", textwrap.dedent(source)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert proc.returncode == 0, proc.stderr
+        assert json.loads(proc.stdout.strip().splitlines()[-1]) == expected
 
 
 # ------------------------------------------------------------------- output and loop

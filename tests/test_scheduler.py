@@ -21,7 +21,7 @@ def _numpy_loop(sch, n=5, seed=0, shape=(2, 3), dtype=np.float32, generator=None
     sch.set_timesteps(n)
     rng = np.random.default_rng(seed)
     gen = rng if generator is None else generator
-    x = (sch.init_noise_sigma * rng.standard_normal(shape)).astype(dtype)
+    x = (float(sch.init_noise_sigma) * rng.standard_normal(shape)).astype(dtype)
     for t in sch.timesteps:
         model_in = sch.scale_model_input(x, t)
         x = sch.step(np.tanh(0.3 * model_in), t, x, generator=gen).prev_sample
@@ -62,7 +62,7 @@ def test_numpy_matches_torch_for_the_same_noise(monkeypatch):
         )
         sch = Scheduler()
         sch.set_timesteps(6)
-        x = x0 * sch.init_noise_sigma
+        x = x0 * float(sch.init_noise_sigma)
         x = torch.from_numpy(x) if backend == "torch" else x
         tanh = torch.tanh if backend == "torch" else np.tanh
         for t in sch.timesteps:
@@ -79,7 +79,7 @@ def test_prediction_types_recover_x0_for_a_perfect_model(prediction_type):
     sch.set_timesteps(4)
     rng = np.random.default_rng(0)
     x0 = rng.standard_normal((3, 2))
-    x = x0 + sch.init_noise_sigma * rng.standard_normal((3, 2))
+    x = x0 + float(sch.init_noise_sigma) * rng.standard_normal((3, 2))
     for k, t in enumerate(sch.timesteps):
         sigma = sch.schedule.call_sigmas[k]
         eps = (x - x0) / sigma
@@ -150,12 +150,26 @@ def test_set_timesteps_errors():
     assert len(sch.timesteps) == 2001
 
 
+def test_a_fresh_scheduler_steps_on_the_training_schedule():
+    """As in diffusers, a scheduler that never saw set_timesteps runs the
+    num_train_timesteps-step schedule; failing means a fresh or freshly loaded scheduler cannot
+    scale_model_input/step (diffusers' own tests rely on it)."""
+    x = np.linspace(-1, 1, 4, dtype=np.float32).reshape(2, 2)
+    fresh, explicit = Scheduler(num_train_timesteps=50), Scheduler(num_train_timesteps=50)
+    explicit.set_timesteps(50)
+    np.testing.assert_array_equal(fresh.timesteps, explicit.timesteps)
+    np.testing.assert_array_equal(
+        fresh.scale_model_input(x, 0.0), explicit.scale_model_input(x, 0.0)
+    )
+    assert fresh.step_index == explicit.step_index == 98
+    a = fresh.step(x, 0.0, x).prev_sample
+    np.testing.assert_array_equal(a, explicit.step(x, 0.0, x).prev_sample)
+
+
 def test_step_errors():
-    """step before set_timesteps, after the end, off-schedule timesteps, wrong types: errors."""
+    """step after the end, off-schedule timesteps, wrong types: errors."""
     x = np.ones((2, 2), np.float32)
     sch = Scheduler()
-    with pytest.raises(RuntimeError, match=r"before set_timesteps\(\)"):
-        sch.step(x, 999, x)
     sch.set_timesteps(2)
     with pytest.raises(kdpm2.TimestepNotInScheduleError, match=r"timestep 999\.5 is not in"):
         sch.step(x, 999.5, x)
@@ -202,9 +216,9 @@ def test_per_sample_numpy_generators_make_batches_split_invariant():
             x = sch.step(np.tanh(sch.scale_model_input(x, t)), t, x, generator=gens).prev_sample
         return x
 
-    batch = run(x0 * sch.init_noise_sigma, [np.random.default_rng(100 + s) for s in seeds])
+    batch = run(x0 * float(sch.init_noise_sigma), [np.random.default_rng(100 + s) for s in seeds])
     singles = [
-        run(x0[i : i + 1] * sch.init_noise_sigma, [np.random.default_rng(100 + s)])
+        run(x0[i : i + 1] * float(sch.init_noise_sigma), [np.random.default_rng(100 + s)])
         for i, s in enumerate(seeds)
     ]
     np.testing.assert_array_equal(batch, np.concatenate(singles))
@@ -256,7 +270,7 @@ def test_reused_scheduler_matches_fresh_ones_across_step_counts_and_backends():
         results = []
         for sch in (reused, Scheduler()):
             sch.set_timesteps(n)
-            x = np.random.default_rng(n).standard_normal((2, 3)) * sch.init_noise_sigma
+            x = np.random.default_rng(n).standard_normal((2, 3)) * float(sch.init_noise_sigma)
             if isinstance(dtype, type):
                 x, gen, tanh = x.astype(dtype), np.random.default_rng(0), np.tanh
             else:
@@ -265,7 +279,6 @@ def test_reused_scheduler_matches_fresh_ones_across_step_counts_and_backends():
                 x = sch.step(tanh(sch.scale_model_input(x, t)), t, x, generator=gen).prev_sample
             results.append(np.asarray(x))
         np.testing.assert_array_equal(results[0], results[1])
-    assert sorted(reused._tables) == [(3, 1000), (5, 1000), (7, 1000)]
 
 
 def test_loop_over_own_timesteps_starts_without_reading_a_value(monkeypatch):
@@ -278,7 +291,7 @@ def test_loop_over_own_timesteps_starts_without_reading_a_value(monkeypatch):
     def run(first_t=None):
         sch = Scheduler()
         sch.set_timesteps(4)
-        x = torch.linspace(-3, 3, 8).reshape(2, 4) * sch.init_noise_sigma
+        x = torch.linspace(-3, 3, 8).reshape(2, 4) * float(sch.init_noise_sigma)
         gen = torch.Generator().manual_seed(0)
         for k, t in enumerate(sch.timesteps):
             t = first_t if k == 0 and first_t is not None else t
@@ -340,18 +353,13 @@ def test_numpy_step_equals_the_python_float_arithmetic(dtype, model_dtype):
     np.testing.assert_array_equal(ours, x)
 
 
-def test_set_timesteps_rebuilds_only_step_counts_it_has_dropped(monkeypatch):
-    """A scheduler keeps the tables of its 8 most recently used step counts: going back to
-    one of them builds nothing, and the least recently used one is dropped first."""
-    import kdpm2.scheduler
-
-    built = []
-    real = kdpm2.scheduler.make_schedule
-    monkeypatch.setattr(
-        kdpm2.scheduler, "make_schedule", lambda cfg, n, *a: built.append(n) or real(cfg, n, *a)
-    )
-    sch = Scheduler()
-    for n in [1, 2, 3, 4, 5, 6, 7, 8, 1, 9, 1, 2]:
-        sch.set_timesteps(n)
-        assert sch.num_inference_steps == n
-    assert built == [1, 2, 3, 4, 5, 6, 7, 8, 9, 2]
+def test_a_config_change_takes_effect_at_the_next_set_timesteps():
+    """diffusers pipelines patch a scheduler's config in place (StableDiffusionPipeline sets
+    steps_offset=1 through _internal_dict); the next set_timesteps must use the new config,
+    even for a step count the scheduler has already built."""
+    sch = Scheduler(timestep_spacing="leading")
+    sch.set_timesteps(5)
+    assert sch.timesteps[0] == 800
+    sch._internal_dict = type(sch.config)({**sch.config, "steps_offset": 1})
+    sch.set_timesteps(5)
+    assert sch.timesteps[0] == 801

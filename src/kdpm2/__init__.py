@@ -2,12 +2,22 @@
 
 Drop-in for diffusers' ``KDPM2AncestralDiscreteScheduler`` (same numbers as diffusers 0.42.1)
 and for k-diffusion's ``sample_dpm_2_ancestral`` (same numbers as k-diffusion 0.1.1.post1).
+
+``import kdpm2`` imports neither torch nor diffusers. ``kdpm2.KDPM2AncestralDiscreteScheduler``
+and ``kdpm2.SchedulerMixin`` are resolved on first access: where diffusers can be imported,
+the scheduler is a genuine diffusers scheduler (``kdpm2._diffusers``: diffusers'
+``SchedulerMixin`` and ``ConfigMixin``, so saving, loading and swapping schedulers in
+pipelines are diffusers' own code); elsewhere it is kdpm2's own class
+(``kdpm2.scheduler``), with the same numbers.
 """
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 __version__ = "0.1.0"
 
+from ._math import add_scaled as add_scaled
 from ._math import ancestral_split as ancestral_split
 from ._math import dpm2_ancestral_step as dpm2_ancestral_step
 from ._math import log_midpoint as log_midpoint
@@ -15,19 +25,20 @@ from ._math import predict_x0 as predict_x0
 from ._math import to_d as to_d
 from .config import FrozenConfig as FrozenConfig
 from .noise import BrownianTreeNoiseSampler as BrownianTreeNoiseSampler
+from .output import KDPM2AncestralDiscreteSchedulerOutput as KDPM2AncestralDiscreteSchedulerOutput
 from .sampling import denoiser_from_network as denoiser_from_network
 from .sampling import get_sigmas_exponential as get_sigmas_exponential
 from .sampling import get_sigmas_from_config as get_sigmas_from_config
 from .sampling import get_sigmas_karras as get_sigmas_karras
 from .sampling import sample_dpm_2_ancestral as sample_dpm_2_ancestral
 from .schedule import Schedule as Schedule
+from .schedule import ScheduleConfig as ScheduleConfig
 from .schedule import make_schedule as make_schedule
-from .scheduler import KDPM2AncestralDiscreteScheduler as KDPM2AncestralDiscreteScheduler
-from .scheduler import (
-    KDPM2AncestralDiscreteSchedulerOutput as KDPM2AncestralDiscreteSchedulerOutput,
-)
-from .scheduler import SchedulerMixin as SchedulerMixin
 from .scheduler import TimestepNotInScheduleError as TimestepNotInScheduleError
+
+if TYPE_CHECKING:
+    from .scheduler import KDPM2AncestralDiscreteScheduler as KDPM2AncestralDiscreteScheduler
+    from .scheduler import SchedulerMixin as SchedulerMixin
 
 __all__ = [
     "BrownianTreeNoiseSampler",
@@ -35,9 +46,11 @@ __all__ = [
     "KDPM2AncestralDiscreteScheduler",
     "KDPM2AncestralDiscreteSchedulerOutput",
     "Schedule",
+    "ScheduleConfig",
     "SchedulerMixin",
     "TimestepNotInScheduleError",
     "__version__",
+    "add_scaled",
     "ancestral_split",
     "denoiser_from_network",
     "dpm2_ancestral_step",
@@ -50,3 +63,29 @@ __all__ = [
     "sample_dpm_2_ancestral",
     "to_d",
 ]
+
+_RESOLVED = ("KDPM2AncestralDiscreteScheduler", "SchedulerMixin")
+
+
+def _scheduler_module() -> Any:
+    """Return the module the public names resolve to: the diffusers-backed one if possible."""
+    try:
+        from . import _diffusers
+    except ImportError:  # no diffusers, or diffusers without torch
+        from . import scheduler
+
+        return scheduler
+    return _diffusers
+
+
+def __getattr__(name: str) -> Any:
+    if name in _RESOLVED:
+        module = _scheduler_module()
+        for resolved in _RESOLVED:
+            globals()[resolved] = getattr(module, resolved)
+        return globals()[name]
+    raise AttributeError(f"module 'kdpm2' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_RESOLVED))

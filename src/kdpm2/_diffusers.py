@@ -1,60 +1,39 @@
-"""The pipeline-saveable form of the scheduler, built only once diffusers is imported.
+"""The scheduler as a genuine diffusers scheduler, built on diffusers' own config machinery.
 
-Nothing here changes a number: the subclass exists only so that ``issubclass`` checks against
-diffusers' ``SchedulerMixin`` (how ``DiffusionPipeline.save_pretrained`` decides whether a
-component can be saved) succeed. See :class:`kdpm2.SchedulerMixin`. Importing this module
-does not import diffusers; :func:`saveable_class` does.
+Imported only when diffusers is: ``kdpm2.KDPM2AncestralDiscreteScheduler`` names the class
+here whenever diffusers (with torch) can be imported, and kdpm2's own class otherwise. The
+numbers come from the same state machine (:class:`kdpm2.scheduler.KDPM2AncestralSchedulerCore`);
+what diffusers supplies is everything a diffusers user touches besides: ``register_to_config``,
+``FrozenDict`` configs, ``from_config``/``from_pretrained``/``save_pretrained``, config
+attribute access with its deprecation warning, ``compatibles``, and the ``isinstance`` checks
+that pipelines make when they save, load or swap a scheduler.
 """
 
 from __future__ import annotations
 
-import functools
 from typing import Any
+
+from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.schedulers.scheduling_utils import SchedulerMixin
 
 from . import scheduler
 
-__all__ = ["saveable_class"]
+__all__ = ["KDPM2AncestralDiscreteScheduler", "SchedulerMixin"]
 
 
-@functools.cache
-def saveable_class() -> type[scheduler.KDPM2AncestralDiscreteScheduler] | None:
-    """Return the scheduler subclass that also derives from diffusers' ``SchedulerMixin``.
+class KDPM2AncestralDiscreteScheduler(
+    scheduler.KDPM2AncestralSchedulerCore, SchedulerMixin, ConfigMixin
+):
+    __doc__ = scheduler.KDPM2AncestralDiscreteScheduler.__doc__
+    # pipelines record [module, class] in model_index.json and load by that name; "kdpm2"
+    # resolves to this class (see kdpm2.__getattr__), so does pickle
+    __module__ = "kdpm2"
 
-    Called by the scheduler's constructor while diffusers is imported; it imports diffusers'
-    scheduler base (and so torch). The class is built once per process.
+    __init__ = register_to_config(scheduler.KDPM2AncestralSchedulerCore.__init__)
 
-    Returns
-    -------
-    type or None
-        The subclass, or ``None`` where diffusers has no usable ``SchedulerMixin`` (diffusers
-        installed without torch).
-    """
-    try:
-        from diffusers.schedulers.scheduling_utils import SchedulerMixin
-    except ImportError:
-        return None
+    @property
+    def init_noise_sigma(self) -> Any:
+        """Standard deviation of the initial noise, as diffusers gives it: a 0-d float32 tensor."""
+        import torch
 
-    # kdpm2's from_pretrained/save_pretrained come first in the MRO and are the ones meant
-    class KDPM2AncestralDiscreteScheduler(  # pyright: ignore[reportIncompatibleMethodOverride]
-        scheduler.KDPM2AncestralDiscreteScheduler, SchedulerMixin
-    ):
-        """:class:`kdpm2.KDPM2AncestralDiscreteScheduler`, also derived from diffusers' mixin.
-
-        Created by ``kdpm2.KDPM2AncestralDiscreteScheduler(...)`` while diffusers is imported;
-        not meant to be named directly. kdpm2's own methods come first in the MRO, so
-        diffusers' ``SchedulerMixin`` adds only what kdpm2 lacks (``compatibles``,
-        ``push_to_hub``).
-        """
-
-        # DiffusionPipeline records [type(s).__module__, type(s).__name__] in model_index.json
-        # and loads by looking that name up in that module: "kdpm2" makes it load the public
-        # class, whose constructor gives this subclass again.
-        __module__ = "kdpm2"
-        __qualname__ = "KDPM2AncestralDiscreteScheduler"
-
-        def __reduce__(self) -> tuple[Any, ...]:
-            # Pickle (and copy) through the public class: this class is not reachable by its
-            # name, and a copy should get the form that fits the process that loads it.
-            return (scheduler._new_scheduler, (), dict(vars(self)))
-
-    return KDPM2AncestralDiscreteScheduler
+        return torch.tensor(self.schedule.init_noise_sigma, dtype=torch.float32)

@@ -1,34 +1,59 @@
-"""Pure DPM-Solver-2 ancestral step math on NumPy arrays or torch tensors.
+"""Pure DPM-Solver-2 ancestral step math on NumPy arrays or torch tensors: written once.
 
-Names follow Karras et al. 2022 (Algorithm 2) and k-diffusion. Every function works for
-NumPy and torch alike, returns the type of ``x`` it was given, and accepts each noise level
-as a Python float, a 0-d array, or one value per sample (shape ``(B,)``, broadcast over the
-trailing axes with :func:`kdpm2._xp.append_dims`). Nothing here draws random numbers: noise
-is an argument. Nothing branches in Python on array values: ``where`` does it elementwise,
-and the side not taken is computed on a safe substitute so no NaN or warning leaks out.
+Names follow Karras et al. 2022 (Algorithm 2) and k-diffusion. One step from ``sigma`` to
+``sigma_next`` (:func:`dpm2_ancestral_step`) reads as the paper does::
+
+    sigma_down, sigma_up = ancestral_split(sigma, sigma_next, eta)
+    d = to_d(x, sigma, denoised)
+    sigma_mid = log_midpoint(sigma, sigma_down)
+    x_2 = add_scaled(x, d, sigma_mid - sigma)              # Euler half-step to the midpoint
+    d_2 = to_d(x_2, sigma_mid, model(x_2, sigma_mid))
+    x = add_scaled(x, d_2, sigma_down - sigma)             # midpoint step from x
+    x = add_scaled(x, noise, s_noise * sigma_up)           # fresh noise
+
+The scheduler class runs the same lines split over two model calls, with the step sizes read
+from :class:`kdpm2.Schedule`'s per-call tables; the functional sampler runs them as written.
+
+Every function works for NumPy and torch alike, returns the type of ``x`` it was given, and
+accepts each noise level as a Python float, a 0-d array (computed in its own dtype, as
+k-diffusion does), or one value per sample (shape ``(B,)``, broadcast over the trailing axes
+with :func:`kdpm2._xp.append_dims`). Nothing here draws random numbers: noise is an argument.
+Array values never drive a Python branch except where a step's ``sigma_down`` is a scalar;
+per-sample values branch with ``where``, and the side not taken is computed on a safe
+substitute so no NaN or warning leaks out.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
+
+import numpy as np
 
 from . import _xp
 from ._xp import A, SigmaLike, append_dims
 
 __all__ = [
+    "add_scaled",
     "ancestral_split",
     "dpm2_ancestral_step",
-    "first_half",
     "log_midpoint",
     "predict_x0",
-    "second_half",
     "to_d",
 ]
 
 
+def _is_scalar(value: Any) -> bool:
+    return getattr(value, "ndim", 0) == 0
+
+
 def _sig(sigma: SigmaLike, x: Any) -> Any:
-    """Broadcast a noise level over ``x`` in ``x``'s dtype (the sample's dtype wins)."""
-    if isinstance(sigma, float | int):
+    """Broadcast a noise level over ``x``.
+
+    A scalar becomes a Python float (the sample's dtype wins, and torch reads it without a
+    device copy); an array of shape ``(B,)`` takes ``x``'s type, dtype and device.
+    """
+    if _is_scalar(sigma):
         return float(sigma)
     return append_dims(_xp.like(sigma, x), x.ndim)
 
@@ -40,19 +65,20 @@ def ancestral_split(sigma: Any, sigma_next: Any, eta: float = 1.0) -> tuple[Any,
     sigma**2))`` and ``sigma_down = sqrt(sigma_next**2 - sigma_up**2)``: the deterministic
     solver goes to ``sigma_down``, and fresh noise of std ``sigma_up`` restores the marginal
     at ``sigma_next`` (Karras et al. 2022, Algorithm 2; k-diffusion's ``eta``). Computed in
-    the arrays' own dtype, like k-diffusion. Where ``sigma == 0`` both are 0.
+    the inputs' own dtype, like k-diffusion. Where ``sigma == 0`` both are 0.
 
     Parameters
     ----------
     sigma, sigma_next : float or array
         Scalars or arrays of the same shape (e.g. ``(B,)``), ``0 <= sigma_next <= sigma``.
     eta : float
-        Ancestral noise amount; 0 gives ``(sigma_next, 0)``.
+        Ancestral noise amount in ``[0, 1]``; 0 gives ``(sigma_next, 0)``.
 
     Returns
     -------
     sigma_down, sigma_up
-        Same type as the inputs; ``sigma_down**2 + sigma_up**2 == sigma_next**2``.
+        Python floats for Python-float inputs, else arrays of the inputs' type;
+        ``sigma_down**2 + sigma_up**2 == sigma_next**2`` up to rounding.
 
     Examples
     --------
@@ -62,43 +88,45 @@ def ancestral_split(sigma: Any, sigma_next: Any, eta: float = 1.0) -> tuple[Any,
     >>> round(down**2 + up**2, 12)
     1.0
     """
-    if isinstance(sigma, float | int) and isinstance(sigma_next, float | int):
-        if not eta:
-            return float(sigma_next), 0.0
-        if sigma <= 0:
-            return 0.0, 0.0
-        up = min(sigma_next, eta * (sigma_next**2 * (sigma**2 - sigma_next**2) / sigma**2) ** 0.5)
-        return (sigma_next**2 - up**2) ** 0.5, up
+    floats = isinstance(sigma, float | int) and isinstance(sigma_next, float | int)
+    if floats:
+        sigma, sigma_next = np.float64(sigma), np.float64(sigma_next)
     if not eta:
-        return sigma_next, sigma_next * 0
-    positive = sigma > 0
-    safe = _xp.where(positive, sigma, sigma * 0 + 1)
-    up = _xp.minimum(
-        sigma_next, eta * _xp.sqrt(sigma_next**2 * (safe**2 - sigma_next**2) / safe**2)
-    )
-    up = _xp.where(positive, up, up * 0)
-    down = _xp.where(positive, _xp.sqrt(sigma_next**2 - up**2), up * 0)
+        down, up = sigma_next, sigma_next * 0
+    else:
+        positive = sigma > 0
+        safe = _xp.where(positive, sigma, sigma * 0 + 1)
+        up = _xp.minimum(
+            sigma_next, eta * _xp.sqrt(sigma_next**2 * (safe**2 - sigma_next**2) / safe**2)
+        )
+        up = _xp.where(positive, up, up * 0)
+        down = _xp.where(positive, _xp.sqrt(sigma_next**2 - up**2), up * 0)
+    if floats:
+        return float(down), float(up)
     return down, up
 
 
 def log_midpoint(sigma: Any, sigma_down: Any) -> Any:
-    """Return the geometric mean ``exp((log sigma + log sigma_down) / 2)`` (the DPM-2 midpoint).
+    """Return the DPM-2 midpoint ``exp((log sigma + log sigma_down) / 2)``, 0 if ``sigma_down`` is.
 
-    Computed as k-diffusion does (``log``, lerp at weight 0.5, ``exp``) for arrays; 0 where
-    ``sigma_down == 0``.
+    Computed as k-diffusion and diffusers do (``log``, ``torch.lerp`` at weight 0.5, ``exp``),
+    in the inputs' dtype.
 
     Examples
     --------
     >>> round(log_midpoint(4.0, 1.0), 12)
     2.0
     """
-    if isinstance(sigma, float | int) and isinstance(sigma_down, float | int):
-        return (sigma * sigma_down) ** 0.5
-    positive = sigma_down > 0
-    log_s = _xp.log(sigma)
+    floats = isinstance(sigma, float | int) and isinstance(sigma_down, float | int)
+    if floats:
+        sigma, sigma_down = np.float64(sigma), np.float64(sigma_down)
+    positive = sigma_down > 0  # implies sigma > 0
+    log_s = _xp.log(_xp.where(positive, sigma, sigma * 0 + 1))
     log_d = _xp.log(_xp.where(positive, sigma_down, sigma_down * 0 + 1))
+    # torch.lerp(log_s, log_d, 0.5) in its weight >= 0.5 form: end - (end - start) * (1 - w)
     mid = _xp.exp(log_d - (log_d - log_s) * 0.5)
-    return _xp.where(positive, mid, mid * 0)
+    mid = _xp.where(positive, mid, mid * 0)
+    return float(mid) if floats else mid
 
 
 def to_d(x: A, sigma: SigmaLike, denoised: A) -> A:
@@ -110,8 +138,45 @@ def to_d(x: A, sigma: SigmaLike, denoised: A) -> A:
         Shape ``(B, ...)``.
     sigma : float or array of shape ``(B,)``
         Noise level of ``x``, broadcast over trailing axes; must be non-zero.
+
+    Examples
+    --------
+    >>> to_d(np.array([3.0]), 2.0, np.array([1.0])).tolist()
+    [1.0]
     """
     return (x - denoised) / _sig(sigma, x)
+
+
+def add_scaled(x: A, y: A, a: SigmaLike) -> A:
+    """Return ``x + y * a``: an Euler move along slope ``y`` by ``a``, or noise of std ``a``.
+
+    One fused ``torch.add(x, y, alpha=a)`` for tensors with a scalar ``a`` (each element read
+    and written once, where ``x + y * a`` runs two kernels; the rounding may differ by an
+    ulp). For NumPy arrays of one dtype, ``y * a`` is made and ``x`` added in place into it
+    (one temporary instead of two; the same numbers). Inputs are never modified.
+
+    Parameters
+    ----------
+    x, y : array
+        Shape ``(B, ...)``, both NumPy or both torch.
+    a : float or array of shape ``(B,)``
+        Broadcast over the trailing axes.
+
+    Examples
+    --------
+    >>> add_scaled(np.array([1.0, 2.0]), np.array([2.0, 2.0]), 0.5).tolist()
+    [2.0, 3.0]
+    """
+    scale = _sig(a, x)
+    if isinstance(x, np.ndarray):
+        if isinstance(y, np.ndarray) and x.dtype == y.dtype and isinstance(scale, float):
+            out = y * scale
+            out += x
+            return out
+        return x + y * scale
+    if isinstance(scale, float):
+        return x.add(y, alpha=scale)
+    return x + y * scale
 
 
 def predict_x0(model_output: A, sample: A, sigma: SigmaLike, prediction_type: str) -> A:
@@ -123,7 +188,6 @@ def predict_x0(model_output: A, sample: A, sigma: SigmaLike, prediction_type: st
 
     Examples
     --------
-    >>> import numpy as np
     >>> predict_x0(np.ones(2), np.full(2, 3.0), 2.0, "epsilon").tolist()
     [1.0, 1.0]
     """
@@ -134,28 +198,16 @@ def predict_x0(model_output: A, sample: A, sigma: SigmaLike, prediction_type: st
         return sample - s * model_output
     if prediction_type == "v_prediction":
         return model_output * (-s / (s**2 + 1) ** 0.5) + sample / (s**2 + 1)
-    raise ValueError(f"unknown prediction_type {prediction_type!r}")
-
-
-def first_half(x: A, denoised: A, sigma: SigmaLike, sigma_mid: SigmaLike) -> A:
-    """Take the Euler half-step ``sigma -> sigma_mid``: ``x + to_d(x, sigma, denoised) * dt``.
-
-    With ``sigma_mid == 0`` this lands on ``denoised`` (the last step of a schedule).
-    """
-    return x + to_d(x, sigma, denoised) * (_sig(sigma_mid, x) - _sig(sigma, x))
-
-
-def second_half(
-    x: A, x_mid: A, denoised_mid: A, sigma: SigmaLike, sigma_mid: SigmaLike, sigma_down: SigmaLike
-) -> A:
-    """Take the DPM-2 step ``sigma -> sigma_down`` from ``x`` with the slope at the midpoint."""
-    return x + to_d(x_mid, sigma_mid, denoised_mid) * (_sig(sigma_down, x) - _sig(sigma, x))
+    raise ValueError(
+        f"prediction_type={prediction_type!r} is not supported; expected one of 'epsilon', "
+        "'v_prediction', 'sample'."
+    )
 
 
 def dpm2_ancestral_step(
     x: A,
     denoised: A,
-    denoised_mid_fn: Any,
+    denoised_mid_fn: Callable[[A, Any], A],
     sigma: SigmaLike,
     sigma_next: SigmaLike,
     noise: A | None,
@@ -163,11 +215,14 @@ def dpm2_ancestral_step(
     eta: float = 1.0,
     s_noise: float = 1.0,
 ) -> A:
-    """Advance ``x`` one full DPM2-ancestral step ``sigma -> sigma_next`` (per-sample sigmas).
+    """Advance ``x`` one full DPM2-ancestral step ``sigma -> sigma_next``.
 
-    This is the documented pure step for batches whose samples sit at different noise levels:
-    ``sigma`` and ``sigma_next`` may be arrays of shape ``(B,)``. Samples whose ``sigma_down``
-    is 0 take a plain Euler step to it, the others the midpoint step, elementwise.
+    Karras et al. 2022, Algorithm 2 (second-order midpoint variant) with ancestral noise, as
+    k-diffusion's ``sample_dpm_2_ancestral`` takes each step: where ``sigma_down`` is 0 a
+    plain Euler step to it, else an Euler half-step to the log midpoint, a second model call
+    there and the midpoint step to ``sigma_down``; then ``s_noise * sigma_up`` of ``noise``.
+    ``sigma`` and ``sigma_next`` may be arrays of shape ``(B,)`` (samples at different noise
+    levels), where the two cases are chosen elementwise.
 
     Parameters
     ----------
@@ -176,9 +231,10 @@ def dpm2_ancestral_step(
     denoised : array
         The denoiser's output at ``(x, sigma)``.
     denoised_mid_fn : callable
-        ``denoised_mid_fn(x_mid, sigma_mid) -> denoised`` evaluates the model at the midpoint.
-    sigma, sigma_next : float or array of shape ``(B,)``
-        Current and next noise levels.
+        ``denoised_mid_fn(x_mid, sigma_mid) -> denoised`` evaluates the model at the midpoint
+        (``sigma_mid`` as given: a scalar, or an array of shape ``(B,)``).
+    sigma, sigma_next : float, 0-d array or array of shape ``(B,)``
+        Current and next noise levels; a 0-d array computes the split in its own dtype.
     noise : array or None
         Standard normal noise shaped like ``x`` (``None`` when no noise is wanted).
     eta, s_noise : float
@@ -191,7 +247,6 @@ def dpm2_ancestral_step(
 
     Examples
     --------
-    >>> import numpy as np
     >>> x = np.array([[1.0], [1.0]])
     >>> step = dpm2_ancestral_step(
     ...     x, x * 0, lambda xm, s: xm * 0, np.array([1.0, 2.0]), np.array([0.5, 1.0]), None, eta=0
@@ -199,23 +254,24 @@ def dpm2_ancestral_step(
     >>> step.ravel().tolist()
     [0.5, 0.5]
     """
-    down, up = ancestral_split(sigma, sigma_next, eta)
-    if isinstance(down, float):
-        if down == 0:
-            return first_half(x, denoised, sigma, 0.0)
-        mid = log_midpoint(sigma, down)
-        x_mid = first_half(x, denoised, sigma, mid)
-        out = second_half(x, x_mid, denoised_mid_fn(x_mid, mid), sigma, mid, down)
+    sigma_down, sigma_up = ancestral_split(sigma, sigma_next, eta)
+    d = to_d(x, sigma, denoised)
+    if _is_scalar(sigma_down):
+        if sigma_down == 0:  # the last step: Euler to sigma_down = 0
+            x = add_scaled(x, d, sigma_down - sigma)
+        else:
+            sigma_mid = log_midpoint(sigma, sigma_down)
+            x_2 = add_scaled(x, d, sigma_mid - sigma)
+            d_2 = to_d(x_2, sigma_mid, denoised_mid_fn(x_2, sigma_mid))
+            x = add_scaled(x, d_2, sigma_down - sigma)
     else:
-        euler = down <= 0
-        mid = log_midpoint(sigma, down)
-        # midpoint evaluated with sigma_mid = sigma where the Euler branch is taken, so the
+        euler = _xp.like(sigma_down, x) <= 0
+        # where the Euler branch is taken the midpoint is evaluated at sigma itself, so the
         # model never sees sigma = 0 and the unused branch stays finite
-        mid_safe = _xp.where(euler, sigma, mid)
-        x_mid = first_half(x, denoised, sigma, mid_safe)
-        dpm = second_half(x, x_mid, denoised_mid_fn(x_mid, mid_safe), sigma, mid_safe, down)
-        euler_x = first_half(x, denoised, sigma, down)
-        out = _xp.where(append_dims(euler, x.ndim), euler_x, dpm)
+        sigma_mid = _xp.where(sigma_down <= 0, sigma, log_midpoint(sigma, sigma_down))
+        x_2 = add_scaled(x, d, sigma_mid - sigma)
+        d_2 = to_d(x_2, sigma_mid, denoised_mid_fn(x_2, sigma_mid))
+        x = add_scaled(x, _xp.where(append_dims(euler, x.ndim), d, d_2), sigma_down - sigma)
     if noise is not None:
-        out = out + noise * s_noise * _sig(up, x)
-    return out
+        x = add_scaled(x, noise, sigma_up * s_noise)
+    return x

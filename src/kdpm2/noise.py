@@ -112,18 +112,6 @@ def draw(like: Any, generator: Any = None) -> Any:
     >>> bool((a == b).all()), a.dtype
     (True, dtype('float32'))
     """
-    # the common cases first (one call per ancestral step): one generator, or none
-    if isinstance(like, np.ndarray):
-        if isinstance(generator, np.random.Generator) and like.dtype in _NATIVE:
-            return generator.standard_normal(like.shape, dtype=like.dtype)
-    elif not isinstance(generator, list | tuple) and (
-        generator is None or generator.device == like.device
-    ):
-        # what torch.randn(like.shape, ...) does (an empty tensor filled by normal_, the same
-        # draws), without the cost of parsing a torch.Size; contiguous like randn's output
-        torch: Any = _xp.torch_module()
-        out = torch.empty_like(like, memory_format=torch.contiguous_format)
-        return out.normal_(generator=generator)
     gens = generator
     if isinstance(gens, list | tuple) and len(gens) == 1:
         gens = gens[0]
@@ -145,7 +133,7 @@ def draw(like: Any, generator: Any = None) -> Any:
         parts = [torch.randn(one, generator=g, device=rand_device, dtype=like.dtype) for g in gens]
         return torch.cat(parts, dim=0).to(device)
     noise = torch.randn(tuple(like.shape), generator=gens, device=rand_device, dtype=like.dtype)
-    return noise if rand_device == device else noise.to(device)
+    return noise.to(device)
 
 
 class BrownianTreeNoiseSampler:

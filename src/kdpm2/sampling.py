@@ -11,6 +11,7 @@ import numpy as np
 from . import _math, _xp
 from .noise import NoiseSampler, draw
 from .schedule import (
+    ScheduleConfig,
     exponential_sigmas,
     karras_sigmas,
     make_schedule,
@@ -173,8 +174,8 @@ def denoiser_from_network(
     -------
     Denoiser
     """
-    cfg = dict(config or {})
-    ptype = prediction_type or cfg.get("prediction_type", "epsilon")
+    cfg = ScheduleConfig.from_mapping(config or {})
+    ptype = prediction_type or cfg.prediction_type
     train = train_schedule_from_config(cfg)
 
     def denoise(x: Any, sigma: Any, **kwargs: Any) -> Any:
@@ -227,11 +228,12 @@ def sample_dpm_2_ancestral(
     """Sample with DPM-Solver-2 steps and ancestral noise (k-diffusion's signature and numbers).
 
     Matches k-diffusion 0.1.1.post1 ``sample_dpm_2_ancestral`` (to float32 rounding: on
-    tensors each ``x + y * a`` is one fused ``torch.add``): for each ``i`` the model is
-    called at ``sigmas[i]``; if ``sigma_down`` is 0 an Euler step follows, else a second call
-    at the log midpoint, the midpoint step to ``sigma_down`` and ``noise_sampler(sigmas[i],
-    sigmas[i + 1]) * s_noise * sigma_up`` of noise (drawn even when ``eta == 0``, as k-diffusion
-    does). The ancestral split is computed in the sigmas' dtype, as k-diffusion does.
+    tensors each ``x + y * a`` is one fused ``torch.add``): each step is
+    :func:`kdpm2.dpm2_ancestral_step` with the model called at ``sigmas[i]``; where
+    ``sigma_down`` is 0 an Euler step follows, else a second call at the log midpoint, the
+    midpoint step to ``sigma_down`` and ``noise_sampler(sigmas[i], sigmas[i + 1]) * s_noise *
+    sigma_up`` of noise (drawn even when ``eta == 0``, as k-diffusion does). The ancestral
+    split is computed in the sigmas' dtype, as k-diffusion does.
 
     Parameters
     ----------
@@ -290,27 +292,6 @@ def sample_dpm_2_ancestral(
     return _loop(model, x, sigmas, host, extra, callback, disable, eta, s_noise, sampler)
 
 
-def _step_scalars(host: np.ndarray, eta: float, s_noise: float) -> tuple[list[Any], ...]:
-    """Return each step's scalars for a shared 1-D schedule, as lists of Python values.
-
-    ``(euler, sigma, sigma_mid, sigma_mid - sigma, sigma_down - sigma, s_noise * sigma_up)``,
-    computed for all steps at once in the sigmas' dtype (as k-diffusion computes them per step
-    on 0-d tensors), so the loop itself does no host arithmetic.
-    """
-    sig = host[:-1]
-    down, up = (np.asarray(a, dtype=host.dtype) for a in _math.ancestral_split(sig, host[1:], eta))
-    mid = np.asarray(_math.log_midpoint(sig, down), dtype=host.dtype)
-    noise_scale = up * np.asarray(s_noise, host.dtype) if s_noise != 1 else up
-    return (
-        (down == 0).tolist(),
-        sig.tolist(),
-        mid.tolist(),
-        (mid - sig).tolist(),
-        (down - sig).tolist(),
-        noise_scale.tolist(),
-    )
-
-
 def _loop(
     model: Denoiser,
     x: Any,
@@ -324,55 +305,29 @@ def _loop(
     sampler: NoiseSampler,
 ) -> Any:
     per_sample = host.ndim == 2
-    torch_in = _xp.is_torch(x)
-    s_in = x.new_ones([x.shape[0]]) if torch_in else np.ones(x.shape[0], np.result_type(x, host))
-    empty: list[Any] = []
-    euler, sig_f, mid_f, dt_mid, dt_down, noise_scale = (
-        (empty,) * 6 if per_sample else _step_scalars(host, eta, s_noise)
-    )
-    if torch_in and not per_sample:
-        # the divisors as 0-d CPU tensors of the sigmas' dtype (exact: they were computed in
-        # it): torch reads those as scalars, with no type promotion and no device copy,
-        # instead of wrapping a Python float in a new tensor on every operation
-        torch = _xp.torch_module()
-        assert torch is not None
-        sig_f, mid_f = (
-            torch.from_numpy(np.asarray(v, dtype=host.dtype)).unbind() for v in (sig_f, mid_f)
-        )
+    if _xp.is_torch(x):
+        s_in = x.new_ones([x.shape[0]])
+    else:
+        s_in = np.ones(x.shape[0], np.result_type(x, host))
+    # k-diffusion draws noise for every step that is not a plain Euler step to sigma_down = 0
+    sigma_down, _ = _math.ancestral_split(host[:-1], host[1:], eta)
+    draws: list[bool] = np.any(
+        np.reshape(np.asarray(sigma_down) > 0, (len(host) - 1, -1)), axis=1
+    ).tolist()
+
+    def model_at(x_: Any, sigma: Any) -> Any:
+        # sigma: one host value per sample, or a scalar of the sigmas' dtype
+        sigma_in = _xp.like(sigma, x_) if per_sample else s_in * float(sigma)
+        return model(x_, sigma_in, **extra)
+
     for i in _progress(len(host) - 1, disable):
-        sigma_in = _xp.like(host[i], x) if per_sample else sigmas[i] * s_in
-        denoised = model(x, sigma_in, **extra)
+        denoised = model(x, _xp.like(host[i], x) if per_sample else sigmas[i] * s_in, **extra)
         if callback is not None:
             callback(
                 {"x": x, "i": i, "sigma": sigmas[i], "sigma_hat": sigmas[i], "denoised": denoised}
             )
-        if per_sample:  # the documented pure step does the elementwise branching
-            x = _math.dpm2_ancestral_step(
-                x,
-                denoised,
-                lambda x_mid, mid: model(x_mid, _xp.like(mid, x_mid), **extra),
-                host[i],
-                host[i + 1],
-                sampler(sigmas[i], sigmas[i + 1]),
-                eta=eta,
-                s_noise=s_noise,
-            )
-            continue
-        d = (x - denoised) / sig_f[i]
-        if euler[i]:
-            x = _axpy(x, d, dt_down[i])
-            continue
-        x_2 = _axpy(x, d, dt_mid[i])
-        d_2 = (x_2 - model(x_2, s_in * mid_f[i], **extra)) / mid_f[i]
-        x = _axpy(x, d_2, dt_down[i])
-        x = _axpy(x, sampler(sigmas[i], sigmas[i + 1]), noise_scale[i])
+        noise = sampler(sigmas[i], sigmas[i + 1]) if draws[i] else None
+        x = _math.dpm2_ancestral_step(
+            x, denoised, model_at, host[i], host[i + 1], noise, eta=eta, s_noise=s_noise
+        )
     return x
-
-
-def _axpy(x: Any, y: Any, a: float) -> Any:
-    """Return ``x + y * a``: one kernel for tensors, plain arithmetic for arrays.
-
-    ``torch.add(x, y, alpha=a)`` reads and writes each element once where k-diffusion's
-    ``x + y * a`` runs two kernels; its rounding may differ from theirs by an ulp.
-    """
-    return x + y * a if isinstance(x, np.ndarray) else x.add(y, alpha=a)

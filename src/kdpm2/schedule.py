@@ -16,18 +16,25 @@ float64 value is used instead; see :func:`ancestral_split_table`.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import numpy as np
+
+from . import _math
 
 __all__ = [
     "BETA_SCHEDULES",
     "PREDICTION_TYPES",
     "TIMESTEP_SPACINGS",
+    "BetaSchedule",
+    "PredictionType",
     "Schedule",
+    "ScheduleConfig",
+    "TimestepSpacing",
     "TrainSchedule",
     "ancestral_split_table",
     "exponential_sigmas",
@@ -42,14 +49,60 @@ BetaSchedule = Literal["linear", "scaled_linear", "squaredcos_cap_v2"]
 TimestepSpacing = Literal["linspace", "leading", "trailing"]
 PredictionType = Literal["epsilon", "v_prediction", "sample"]
 
-BETA_SCHEDULES: tuple[str, ...] = ("linear", "scaled_linear", "squaredcos_cap_v2")
-TIMESTEP_SPACINGS: tuple[str, ...] = ("linspace", "leading", "trailing")
-PREDICTION_TYPES: tuple[str, ...] = ("epsilon", "v_prediction", "sample")
+BETA_SCHEDULES: tuple[str, ...] = get_args(BetaSchedule)
+TIMESTEP_SPACINGS: tuple[str, ...] = get_args(TimestepSpacing)
+PREDICTION_TYPES: tuple[str, ...] = get_args(PredictionType)
 
 _F32 = np.float32
 #: Relative float32 error of sigma_down above which the exact float64 value is used instead.
 _ILL_CONDITIONED = 1e-3
 _EPS32 = float(np.finfo(_F32).eps)
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduleConfig:
+    """The settings a schedule is built from, with their defaults (the one place they live).
+
+    The scheduler's constructor takes its defaults from here; :meth:`from_mapping` reads any
+    scheduler config (missing keys take these defaults, unknown keys are ignored). Values are
+    not checked here: :func:`kdpm2.config.validate_config` does that at the boundary.
+
+    Examples
+    --------
+    >>> ScheduleConfig.from_mapping({"beta_schedule": "scaled_linear", "skip_prk_steps": True})
+    ... # doctest: +ELLIPSIS
+    ScheduleConfig(num_train_timesteps=1000, ..., beta_schedule='scaled_linear', ...)
+    """
+
+    num_train_timesteps: int = 1000
+    beta_start: float = 0.00085
+    beta_end: float = 0.012
+    beta_schedule: BetaSchedule = "linear"
+    trained_betas: tuple[float, ...] | None = None
+    use_karras_sigmas: bool = False
+    use_exponential_sigmas: bool = False
+    use_beta_sigmas: bool = False
+    prediction_type: PredictionType = "epsilon"
+    timestep_spacing: TimestepSpacing = "linspace"
+    steps_offset: int = 0
+    eta: float = 1.0
+    s_noise: float = 1.0
+    discard_penultimate_sigma: bool = False
+
+    @classmethod
+    def from_mapping(cls, config: Mapping[str, Any] | ScheduleConfig) -> ScheduleConfig:
+        """Read the keys this record knows from ``config``; the others take the defaults."""
+        if isinstance(config, ScheduleConfig):
+            return config
+        values = {f.name: config[f.name] for f in fields(cls) if f.name in config}
+        betas = values.get("trained_betas")
+        if betas is not None:
+            values["trained_betas"] = tuple(np.asarray(betas, dtype=np.float64).tolist())
+        return cls(**values)
+
+
+#: The defaults, for signatures that spell them out.
+DEFAULTS = ScheduleConfig()
 
 
 def _readonly(a: np.ndarray) -> np.ndarray:
@@ -118,8 +171,19 @@ class Schedule(_FrozenTables):
     sigmas_interpol, sigmas_up, sigmas_down : numpy.ndarray
         Shape ``(N,)``, per step.
     call_sigmas : numpy.ndarray
-        Shape ``(2N - 1,)``: the noise level of the model input at each call (``sigmas[i]`` or
-        ``sigmas_interpol[i]``), what ``scale_model_input`` divides by.
+        Shape ``(2N - 1,)``: the noise level of the model input at each call (``sigmas[i]`` at
+        a first half, ``sigmas_interpol[i]`` at a second half).
+    call_scales : numpy.ndarray
+        Shape ``(2N - 1,)``: what ``scale_model_input`` divides by at each call,
+        ``sqrt(call_sigmas**2 + 1)`` rounded as diffusers rounds it (float32).
+    call_dt : numpy.ndarray
+        Shape ``(2N - 1,)``: the step size of the update each call ends with. Both halves of
+        step ``i`` start from the step's sample at ``sigmas[i]``: a first half moves to the
+        midpoint (``sigmas_interpol[i] - sigmas[i]``), a second half to ``sigma_down``
+        (``sigmas_down[i] - sigmas[i]``).
+    call_noise_std : numpy.ndarray
+        Shape ``(2N - 1,)``: the std of the fresh noise added after each call's update,
+        ``s_noise * sigmas_up[i]`` after a second half, 0 after a first half.
     init_noise_sigma : float
         Standard deviation of the initial noise.
     """
@@ -132,6 +196,9 @@ class Schedule(_FrozenTables):
     sigmas_up: np.ndarray
     sigmas_down: np.ndarray
     call_sigmas: np.ndarray
+    call_scales: np.ndarray
+    call_dt: np.ndarray
+    call_noise_std: np.ndarray
     init_noise_sigma: float
 
     def expanded(self, table: np.ndarray) -> np.ndarray:
@@ -226,20 +293,37 @@ def make_train_schedule(
     )
 
 
-def train_schedule_from_config(config: Mapping[str, Any]) -> TrainSchedule:
+def train_schedule_from_config(config: Mapping[str, Any] | ScheduleConfig) -> TrainSchedule:
     """Build the training schedule of a scheduler config (missing keys take the defaults).
+
+    Built once per distinct training configuration: the tables are read-only, so they are
+    shared (a pure function of five values; pipelines build a scheduler per request).
 
     Examples
     --------
     >>> train_schedule_from_config({"beta_schedule": "scaled_linear"}).sigmas[-1].round(3)
     np.float64(14.615)
     """
+    c = ScheduleConfig.from_mapping(config)
+    return _train_schedule(
+        c.num_train_timesteps, c.beta_start, c.beta_end, c.beta_schedule, c.trained_betas
+    )
+
+
+@functools.lru_cache(maxsize=16)
+def _train_schedule(
+    num_train_timesteps: int,
+    beta_start: float,
+    beta_end: float,
+    beta_schedule: str,
+    trained_betas: tuple[float, ...] | None,
+) -> TrainSchedule:
     return make_train_schedule(
-        num_train_timesteps=config.get("num_train_timesteps", 1000),
-        beta_start=config.get("beta_start", 0.00085),
-        beta_end=config.get("beta_end", 0.012),
-        beta_schedule=config.get("beta_schedule", "linear"),
-        trained_betas=config.get("trained_betas"),
+        num_train_timesteps=num_train_timesteps,
+        beta_start=beta_start,
+        beta_end=beta_end,
+        beta_schedule=beta_schedule,
+        trained_betas=trained_betas,
     )
 
 
@@ -297,9 +381,11 @@ def _spaced_timesteps(
         return ts + _F32(steps_offset)
     if spacing == "trailing":
         ratio = num_train_timesteps / n
-        # the values of np.arange(T, 0, -ratio), whose float length is sometimes n + 1
-        ts = (num_train_timesteps - ratio * np.arange(n)).round().astype(_F32)
-        return ts - _F32(1)
+        ts = np.arange(num_train_timesteps, 0, -ratio)
+        if len(ts) != n:
+            # diffusers' float arange gives n + 1 values here; take the n exact ones
+            ts = num_train_timesteps - ratio * np.arange(n)
+        return ts.round().astype(_F32) - _F32(1)
     raise ValueError(f"unknown timestep_spacing {spacing!r}")
 
 
@@ -334,15 +420,12 @@ def ancestral_split_table(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Split each step ``sigma -> sigma_next`` into a deterministic and a noise part (tables).
 
-    ``sigma_up = min(sigma_next, eta * sigma_next * sqrt(1 - sigma_next**2 / sigma**2))`` and
-    ``sigma_down = sqrt(sigma_next**2 - sigma_up**2)`` (Karras et al. 2022, Algorithm 2 with
-    k-diffusion's ``eta``), so that ``sigma_down**2 + sigma_up**2 == sigma_next**2``.
-
-    Computed in float32 as diffusers does (this is where it cancels badly at one or two steps),
-    except where float32 fails: there (``sigma_down`` NaN, or 0 while the exact value is
-    positive, or its float32 rounding error above 0.1 %) the float64 form
-    ``sigma_next * sqrt(1 - eta**2 * (1 - (sigma_next / sigma)**2))``
-    is used, which has no cancellation. Requires ``sigma > 0``.
+    :func:`kdpm2._math.ancestral_split` computed in float32, as diffusers computes its tables
+    (this is where the split cancels badly at one or two steps), except where float32 fails:
+    there (``sigma_down`` NaN, or 0 while the exact value is positive, or its float32
+    rounding error above 0.1 %) the float64 form
+    ``sigma_next * sqrt(1 - eta**2 * (1 - (sigma_next / sigma)**2))`` is used, which has no
+    cancellation. Requires ``sigma > 0``.
 
     Parameters
     ----------
@@ -362,12 +445,9 @@ def ancestral_split_table(
     >>> round(float(down[0]) ** 2 + float(up[0]) ** 2, 6)  # float32 values
     1.0
     """
-    s = sigmas.astype(_F32)
-    sn = sigmas_next.astype(_F32)
     with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
         # mirrors diffusers' set_timesteps (float32 tensors); eta as in k-diffusion
-        up32 = np.minimum(sn, _F32(eta) * (sn**2 * (s**2 - sn**2) / s**2) ** _F32(0.5))
-        down32 = (sn**2 - up32**2) ** _F32(0.5)
+        down32, up32 = _math.ancestral_split(sigmas.astype(_F32), sigmas_next.astype(_F32), eta)
     s64 = sigmas.astype(np.float64)
     sn64 = sigmas_next.astype(np.float64)
     ratio2 = (sn64 / s64) ** 2
@@ -390,24 +470,21 @@ def ancestral_split_table(
 
 
 def make_schedule(
-    config: Mapping[str, Any],
+    config: Mapping[str, Any] | ScheduleConfig,
     num_inference_steps: int,
     num_train_timesteps: int | None = None,
-    train: TrainSchedule | None = None,
 ) -> Schedule:
     """Build the sampling tables for ``num_inference_steps`` DPM2-ancestral steps.
 
     Parameters
     ----------
-    config : Mapping
-        Scheduler configuration (the keys of ``KDPM2AncestralDiscreteScheduler``'s constructor),
-        already validated.
+    config : Mapping or ScheduleConfig
+        Scheduler configuration (the keys of ``KDPM2AncestralDiscreteScheduler``'s constructor;
+        missing keys take the defaults), already validated.
     num_inference_steps : int
         ``N >= 1``.
     num_train_timesteps : int, optional
         Overrides ``config["num_train_timesteps"]`` for the timestep spacing only (as diffusers).
-    train : TrainSchedule, optional
-        The training schedule for ``config``, if already built.
 
     Returns
     -------
@@ -421,25 +498,27 @@ def make_schedule(
     >>> sch.timesteps.round(2).tolist()
     [999.0, 499.5, 499.5, 0.0, 0.0]
     """
-    cfg = dict(config)
-    if train is None:
-        train = train_schedule_from_config(cfg)
-    discard = bool(cfg.get("discard_penultimate_sigma", False))
+    cfg = ScheduleConfig.from_mapping(config)
+    train = train_schedule_from_config(cfg)
+    discard = cfg.discard_penultimate_sigma
     n_build = num_inference_steps + 1 if discard else num_inference_steps
-    t_train = num_train_timesteps or cfg.get("num_train_timesteps", 1000)
+    t_train = num_train_timesteps or cfg.num_train_timesteps
     timesteps: np.ndarray = _spaced_timesteps(
-        cfg.get("timestep_spacing", "linspace"), n_build, t_train, cfg.get("steps_offset", 0)
+        cfg.timestep_spacing, n_build, t_train, cfg.steps_offset
     )
     train_sigmas32 = train.sigmas.astype(_F32)
     sigmas = np.interp(timesteps.astype(np.float64), np.arange(len(train_sigmas32)), train_sigmas32)
     timesteps_dtype = "float32"
-    kind = next(
-        (k for k in ("karras", "exponential", "beta") if cfg.get(f"use_{k}_sigmas", False)), None
-    )
+    respace = {
+        "karras": cfg.use_karras_sigmas,
+        "exponential": cfg.use_exponential_sigmas,
+        "beta": cfg.use_beta_sigmas,
+    }
+    kind = next((k for k, on in respace.items() if on), None)
     if kind is not None:
         lo, hi = float(sigmas[-1]), float(sigmas[0])
-        respace = {"karras": karras_sigmas, "exponential": exponential_sigmas}
-        sigmas = respace.get(kind, _beta_sigmas)(lo, hi, n_build)
+        build = {"karras": karras_sigmas, "exponential": exponential_sigmas, "beta": _beta_sigmas}
+        sigmas = build[kind](lo, hi, n_build)
         timesteps = sigma_to_t(sigmas, train.log_sigmas)
         if kind == "karras":
             timesteps = timesteps.round()
@@ -452,25 +531,24 @@ def make_schedule(
     # mirrors diffusers' set_timesteps: the step tables are derived from float32 sigmas
     base = np.concatenate([sigmas, [0.0]]).astype(_F32).astype(np.float64)
     n = len(base) - 1
-    down, up = ancestral_split_table(base[:-1], base[1:], float(cfg.get("eta", 1.0)))
+    down, up = ancestral_split_table(base[:-1], base[1:], float(cfg.eta))
     down[-1] = up[-1] = 0.0  # the last step is a plain Euler step to sigma = 0
-    # log midpoint exp((log sigma + log sigma_down) / 2), in float32 with torch.lerp's
-    # weight-0.5 form end - (end - start) * 0.5, as diffusers computes it
+    # mirrors diffusers' set_timesteps: the log midpoint in float32
     with np.errstate(divide="ignore", invalid="ignore"):
-        log_s, log_d = np.log(base[:-1].astype(_F32)), np.log(down.astype(_F32))
-        interp = np.exp(log_d - (log_d - log_s) * _F32(0.5)).astype(np.float64)
+        interp = _math.log_midpoint(base[:-1].astype(_F32), down.astype(_F32)).astype(np.float64)
     interp[-1] = 0.0
     t_interp = sigma_to_t(interp[:-1], train.log_sigmas, float32=True)
     if timesteps_dtype == "float32":
         t_interp = t_interp.astype(_F32)
-    ts = np.empty(2 * n - 1, dtype=np.float64)
-    ts[0::2] = timesteps.astype(np.float64)
-    ts[1::2] = t_interp.astype(np.float64)
-    call_sigmas = np.empty(2 * n - 1, dtype=np.float64)
-    call_sigmas[0::2] = base[:-1]
-    call_sigmas[1::2] = interp[:-1]
+    ts = _interleave(timesteps.astype(np.float64), t_interp.astype(np.float64))
+    call_sigmas = _interleave(base[:-1], interp[:-1])
+    # mirrors diffusers' scale_model_input: (sigma**2 + 1) ** 0.5 of a float32 sigma, in float32
+    c32 = call_sigmas.astype(_F32)
+    call_scales = np.sqrt(c32 * c32 + _F32(1))
+    call_dt = _interleave(interp - base[:-1], down[:-1] - base[:-2])
+    call_noise_std = _interleave(np.zeros(n), up[:-1] * float(cfg.s_noise))
     smax = _F32(base.max())
-    if cfg.get("timestep_spacing", "linspace") == "leading":
+    if cfg.timestep_spacing == "leading":
         # mirrors diffusers' init_noise_sigma: (max**2 + 1) ** 0.5 on a float32 tensor
         init = float((smax**2 + _F32(1)) ** _F32(0.5))
     else:
@@ -484,5 +562,20 @@ def make_schedule(
         sigmas_up=_readonly(up),
         sigmas_down=_readonly(down),
         call_sigmas=_readonly(call_sigmas),
+        call_scales=_readonly(call_scales),
+        call_dt=_readonly(call_dt),
+        call_noise_std=_readonly(call_noise_std),
         init_noise_sigma=init,
     )
+
+
+def _interleave(at_steps: np.ndarray, at_midpoints: np.ndarray) -> np.ndarray:
+    """Lay out per-step values in call order: ``[s_0, m_0, s_1, m_1, ..., s_last]``.
+
+    ``at_steps`` has one value per step (``N``), ``at_midpoints`` one per second half
+    (``N - 1``: the last step is a single call).
+    """
+    out = np.empty(len(at_steps) + len(at_midpoints), dtype=np.float64)
+    out[0::2] = at_steps
+    out[1::2] = at_midpoints
+    return out

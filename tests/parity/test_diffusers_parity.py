@@ -27,7 +27,7 @@ torch = pytest.importorskip("torch")
 diffusers = require_reference("diffusers")
 
 import kdpm2  # noqa: E402
-from kdpm2.schedule import _ILL_CONDITIONED  # noqa: E402
+from kdpm2.schedule import _ILL_CONDITIONED, train_schedule_from_config  # noqa: E402
 
 EPS32 = float(np.finfo(np.float32).eps)
 
@@ -85,7 +85,7 @@ def _loop_error(ref, ours, trajectory):
 def _timestep_tolerance(sch, t, mid_log_error):
     # mid_log_error: the float32 error of log(sigma_mid), half that of sigma_down (0 for the
     # step starts, whose sigmas come straight from the table)
-    log_sigmas = sch._train_schedule().log_sigmas
+    log_sigmas = train_schedule_from_config(sch.config).log_sigmas
     idx = np.clip(np.floor(t).astype(int), 0, len(log_sigmas) - 2)
     spacing = log_sigmas[idx + 1] - log_sigmas[idx]
     log_error = 8 * EPS32 * np.abs(log_sigmas).max() + mid_log_error
