@@ -182,9 +182,9 @@ def add_scaled(x: A, y: A, a: SigmaLike) -> A:
 def predict_x0(model_output: A, sample: A, sigma: SigmaLike, prediction_type: str) -> A:
     """Turn a network output into the denoised estimate ``x0`` at noise level ``sigma``.
 
-    ``epsilon``: ``x - sigma * eps``; ``v_prediction``: ``-sigma / sqrt(sigma**2 + 1) * v +
-    x / (sigma**2 + 1)`` (Salimans & Ho 2022, in the VE convention); ``sample``: the output
-    itself.
+    ``epsilon``: ``x - sigma * eps`` (one fused kernel on tensors); ``v_prediction``:
+    ``-sigma / sqrt(sigma**2 + 1) * v + x / (sigma**2 + 1)`` (Salimans & Ho 2022, in the VE
+    convention); ``sample``: the output itself.
 
     Examples
     --------
@@ -193,9 +193,9 @@ def predict_x0(model_output: A, sample: A, sigma: SigmaLike, prediction_type: st
     """
     if prediction_type == "sample":
         return model_output
-    s = _sig(sigma, sample)
     if prediction_type == "epsilon":
-        return sample - s * model_output
+        return add_scaled(sample, model_output, -sigma)
+    s = _sig(sigma, sample)
     if prediction_type == "v_prediction":
         return model_output * (-s / (s**2 + 1) ** 0.5) + sample / (s**2 + 1)
     raise ValueError(

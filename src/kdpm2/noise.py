@@ -59,6 +59,12 @@ def check_generator(generator: Any, sample: Any, *, argument: str = "generator")
     """
     if generator is None:
         return
+    torch = _xp.torch_module()
+    if isinstance(sample, np.ndarray):
+        if isinstance(generator, np.random.Generator):
+            return  # the common cases (one check per model call) first
+    elif torch is not None and isinstance(generator, torch.Generator):
+        return
     gens = list(generator) if isinstance(generator, list | tuple) else [generator]
     want = "torch" if _xp.is_torch(sample) else "numpy"
     sample_type = "torch.Tensor" if want == "torch" else "numpy.ndarray"
@@ -133,7 +139,7 @@ def draw(like: Any, generator: Any = None) -> Any:
         parts = [torch.randn(one, generator=g, device=rand_device, dtype=like.dtype) for g in gens]
         return torch.cat(parts, dim=0).to(device)
     noise = torch.randn(tuple(like.shape), generator=gens, device=rand_device, dtype=like.dtype)
-    return noise.to(device)
+    return noise if rand_device == device else noise.to(device)
 
 
 class BrownianTreeNoiseSampler:

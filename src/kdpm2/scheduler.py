@@ -576,59 +576,58 @@ class KDPM2AncestralDiscreteScheduler(KDPM2AncestralSchedulerCore, SchedulerMixi
 
     Notes
     -----
-    **Differences from diffusers** (each pinned by a test in ``tests/``):
+    **Differences from diffusers** (the README lists the same items; each is pinned by a test):
 
-    - No NaN: where diffusers' float32 ancestral split takes the square root of a negative
+    - **No NaN.** Where diffusers' float32 ancestral split takes the square root of a negative
       number (``squaredcos_cap_v2`` at <= 10 steps), or carries more than 0.1 % rounding
       noise (one to three steps), the exact float64 value is used
       (``test_schedule.py::test_squaredcos_small_n_is_finite``; the parity test counts those
       configs). Where ``alphas_cumprod`` underflows float32 (diffusers: infinite sigmas) it is
-      floored at the smallest normal float32 (``test_finite.py``).
-    - A loop without ``set_begin_index`` starts at the first even index whose timestep
-      matches (a step start); diffusers takes the second match, which differs only when the
-      first timestep repeats (``squaredcos_cap_v2`` with Karras sigmas), where diffusers then
-      runs past the end of its tables (``parity/test_diffusers_parity.py``).
-    - ``trailing`` spacing always gives exactly ``N`` steps (diffusers' float ``arange`` can
-      give ``N + 1``) (``test_schedule.py::test_tables_are_finite_and_well_formed``).
-    - ``pred_original_sample`` is computed when first read, from the step's inputs (which,
-      as for the sample kept between half-steps, must not be changed in place before that).
-    - ``prediction_type="sample"`` works (diffusers raises ``NotImplementedError``).
-    - NumPy arrays work, with a ``numpy.random.Generator`` for the noise.
-    - Bad input raises at once: unknown options at construction (diffusers notices a bad
-      ``prediction_type`` only at the first step), ``set_timesteps(0)``, betas outside (0, 1),
-      ``step`` before ``set_timesteps`` or after the last timestep, a timestep not in the
-      schedule (``TimestepNotInScheduleError``, also an ``IndexError``), shape mismatches and
-      generators of the wrong kind. A failed call leaves the scheduler unchanged.
-    - ``num_inference_steps > num_train_timesteps`` is an error for ``leading`` and
-      ``trailing`` spacing, which cannot give distinct steps there.
-    - The constructor does not build a 1000-step schedule (diffusers does, in Python loops);
-      ``timesteps``/``sigmas`` read before ``set_timesteps`` build it on first access.
-    - ``init_noise_sigma`` is a Python float, not a 0-d tensor.
-    - ``step`` reads only host-side tables: no ``.item()``, no ``nonzero()``, no device sync.
-      The start index needs none either when the loop iterates over ``timesteps`` (the
-      pipeline loop) or after ``set_begin_index``; any other first timestep is looked up by
-      value, which reads it once.
-    - ``eta``, ``s_noise`` and ``discard_penultimate_sigma`` are extra config keys; their
+      floored at the smallest normal float32 (``test_finite.py``). ``sigmas_up`` is padded
+      with 0 where diffusers has the NaN of ``0 / 0`` (``test_pipelines.py``).
+    - **Loop start.** A loop without ``set_begin_index`` starts at the first even index whose
+      timestep matches (a step start); diffusers takes the second match, which differs only
+      when the first timestep repeats (``squaredcos_cap_v2`` with Karras sigmas), where
+      diffusers then runs past the end of its tables (``parity/test_diffusers_parity.py``).
+    - **Trailing spacing.** ``trailing`` spacing gives diffusers' timesteps whenever
+      diffusers' float ``arange`` gives ``N`` of them, and exactly ``N`` steps where it gives
+      ``N + 1`` (``parity/test_diffusers_parity.py::test_trailing_timesteps_match_diffusers``,
+      ``test_schedule.py::test_tables_are_finite_and_well_formed``).
+    - **prediction_type="sample".** It works (diffusers raises ``NotImplementedError``).
+    - **NumPy.** NumPy arrays work, with a ``numpy.random.Generator`` for the noise.
+    - **Errors at once.** Unknown options raise at construction (diffusers notices a bad
+      ``prediction_type`` only at the first step), as do ``set_timesteps(0)``, betas outside
+      (0, 1), ``trained_betas`` whose length is not ``num_train_timesteps`` (so diffusers'
+      ``test_trained_betas``, which passes 2 betas with 1100 training steps, is the one test
+      of its file this class fails: ``test_diffusers_suite.py``), ``step`` after the last
+      timestep, a timestep not in the schedule (``TimestepNotInScheduleError``, also an
+      ``IndexError``), shape mismatches, generators of the wrong kind, and
+      ``num_inference_steps > num_train_timesteps`` with ``leading``/``trailing`` spacing. A
+      failed call leaves the scheduler unchanged (``docs/errors.md``, run by
+      ``test_errors_table.py``).
+    - **Lazy training schedule.** The constructor does not build the
+      ``num_train_timesteps``-step schedule (diffusers does, in Python loops); a scheduler
+      used before ``set_timesteps`` builds it on first use, with the same result
+      (``test_scheduler.py::test_a_fresh_scheduler_steps_on_the_training_schedule``).
+    - **No device sync.** ``step`` reads only host-side tables: no ``.item()``, no
+      ``nonzero()``. The start index needs no read either when the loop iterates over
+      ``timesteps`` (the pipeline loop) or after ``set_begin_index``; any other first
+      timestep is looked up by value, which reads it once (``benchmarks/gpu_check.py``).
+    - **Extra config keys.** ``eta``, ``s_noise`` and ``discard_penultimate_sigma``; their
       defaults give diffusers' numbers. diffusers ignores them (with a logged warning) when
-      it loads a config saved by kdpm2.
-    - Config values are type-checked: a string ``"false"`` for a boolean key raises
-      ``TypeError`` instead of counting as true (``test_config.py``, load errors).
-    - ``from_config`` names the keys it ignores in one warning, also those of other
-      schedulers (diffusers drops those silently) (``test_config.py``, from_config tests).
+      its own class loads a config saved by kdpm2 (``test_config.py``).
+    - **Checked config values.** A string ``"false"`` for a boolean key raises ``TypeError``
+      instead of counting as true (``test_errors_table.py``, row 11).
 
-    **In diffusers pipelines.** ``pipe.scheduler = KDPM2AncestralDiscreteScheduler.from_config(
-    pipe.scheduler.config)`` gives the same images as diffusers' own scheduler, and
-    ``pipe.save_pretrained`` / ``DiffusionPipeline.from_pretrained`` keep it, provided kdpm2
-    is imported before loading (``model_index.json`` names the module ``"kdpm2"``;
-    ``tests/test_pipelines.py``). ``import kdpm2`` never imports diffusers, so while diffusers
-    is imported the constructor returns an instance of a subclass that also derives from
-    diffusers' ``SchedulerMixin``, which is what ``save_pretrained`` checks (see
-    :class:`kdpm2.SchedulerMixin`). It is still an instance of this class, with the same
-    behaviour, but ``type(s)`` is that subclass; a scheduler created before diffusers was
-    imported keeps this class and is dropped by ``save_pretrained`` (recreate it with
-    ``from_config(s.config)``). To use another scheduler with a pipeline saved with this one,
-    load the pipeline and then swap ``pipe.scheduler``: passing ``scheduler=`` to
-    ``from_pretrained`` fails diffusers' check against ``kdpm2.SchedulerMixin``.
+    **Two forms, one behaviour.** Where diffusers (with torch) is installed,
+    ``kdpm2.KDPM2AncestralDiscreteScheduler`` is a genuine diffusers scheduler
+    (``kdpm2._diffusers``: it derives from diffusers' ``SchedulerMixin`` and ``ConfigMixin``,
+    so its config, ``from_config``, ``from_pretrained``, ``save_pretrained``, config attribute
+    access and ``compatibles`` are diffusers' own code, and ``init_noise_sigma`` is a 0-d
+    float32 tensor, as diffusers gives it). Without diffusers it is this class, with
+    kdpm2's own config machinery (:mod:`kdpm2.config`: the same files, ``init_noise_sigma``
+    a Python float, unknown keys named in one warning, load errors that name the file and
+    the key). Both run the same state machine, :class:`KDPM2AncestralSchedulerCore`.
 
     Examples
     --------

@@ -235,3 +235,18 @@ def test_sample_prediction_where_diffusers_raises():
     ours.set_timesteps(3)
     out = ours.step(x * 0.5, ours.timesteps[0], x)
     assert torch.equal(out.pred_original_sample, x * 0.5)
+
+
+@pytest.mark.parametrize("n", [7, 48, 96, 112, 144])
+def test_trailing_timesteps_match_diffusers(n):
+    """trailing spacing gives diffusers' timesteps wherever diffusers gives N steps; at 48,
+    96, 112 and 144 its float arange rounds a value down (936 instead of 937 at 48), and
+    pipelines see diffusers' value, so kdpm2 must too."""
+    ours = kdpm2.KDPM2AncestralDiscreteScheduler(timestep_spacing="trailing")
+    ref = diffusers.KDPM2AncestralDiscreteScheduler(timestep_spacing="trailing")
+    for s in (ours, ref):
+        s.set_timesteps(n)
+    a, b = np.asarray(ours.timesteps), ref.timesteps.numpy()
+    np.testing.assert_array_equal(a[0::2], b[0::2])  # the step timesteps, exactly
+    # midpoint timesteps: interpolated in float32, to float32 rounding (as the grid test)
+    np.testing.assert_allclose(a, b, rtol=4 * EPS32, atol=0)

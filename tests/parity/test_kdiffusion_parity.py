@@ -7,6 +7,7 @@ only its ``sampling.py`` is loaded, with a stub for the one helper it uses from 
 from __future__ import annotations
 
 import importlib.util
+import itertools
 import os
 import sys
 import types
@@ -177,3 +178,19 @@ def test_per_sample_sigmas_equal_stacked_single_runs():
             )
         )
     np.testing.assert_allclose(batch, np.concatenate(singles), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("seed", [0, 12345])
+def test_brownian_tree_noise_matches_kdiffusion(kd, seed):
+    """kdpm2's BrownianTreeNoiseSampler gives k-diffusion's noise, bit for bit, for one seed
+    and the same queries (forward order, as a sampler asks); a different tree construction
+    or normalisation would change every draw."""
+    pytest.importorskip("torchsde")
+    x = torch.zeros(2, 3, 4)
+    sigmas = kdpm2.get_sigmas_karras(6, 0.1, 10.0)
+    ours = kdpm2.BrownianTreeNoiseSampler(x, 0.1, 10.0, seed=seed)
+    ref = kd.BrownianTreeNoiseSampler(x, 0.1, 10.0, seed=seed)
+    for s, s_next in itertools.pairwise(sigmas[:-1]):
+        a = ours(torch.tensor(s), torch.tensor(s_next))
+        b = ref(torch.tensor(s), torch.tensor(s_next))
+        assert torch.equal(a, b)
