@@ -44,7 +44,7 @@ __all__ = [
 
 
 def _is_scalar(value: Any) -> bool:
-    return getattr(value, "ndim", 0) == 0
+    return isinstance(value, float) or getattr(value, "ndim", 0) == 0
 
 
 def _sig(sigma: SigmaLike, x: Any) -> Any:
@@ -53,7 +53,7 @@ def _sig(sigma: SigmaLike, x: Any) -> Any:
     A scalar becomes a Python float (the sample's dtype wins, and torch reads it without a
     device copy); an array of shape ``(B,)`` takes ``x``'s type, dtype and device.
     """
-    if _is_scalar(sigma):
+    if isinstance(sigma, float) or getattr(sigma, "ndim", 0) == 0:
         return float(sigma)
     return append_dims(_xp.like(sigma, x), x.ndim)
 
@@ -147,13 +147,14 @@ def to_d(x: A, sigma: SigmaLike, denoised: A) -> A:
     return (x - denoised) / _sig(sigma, x)
 
 
-def add_scaled(x: A, y: A, a: SigmaLike) -> A:
+def add_scaled(x: A, y: A, a: SigmaLike, *, in_place: bool = False) -> A:
     """Return ``x + y * a``: an Euler move along slope ``y`` by ``a``, or noise of std ``a``.
 
     One fused ``torch.add(x, y, alpha=a)`` for tensors with a scalar ``a`` (each element read
     and written once, where ``x + y * a`` runs two kernels; the rounding may differ by an
     ulp). For NumPy arrays of one dtype, ``y * a`` is made and ``x`` added in place into it
-    (one temporary instead of two; the same numbers). Inputs are never modified.
+    (one temporary instead of two; the same numbers). Inputs are not modified, unless
+    ``in_place``.
 
     Parameters
     ----------
@@ -161,6 +162,9 @@ def add_scaled(x: A, y: A, a: SigmaLike) -> A:
         Shape ``(B, ...)``, both NumPy or both torch.
     a : float or array of shape ``(B,)``
         Broadcast over the trailing axes.
+    in_place : bool
+        Add into ``x`` itself (an array the caller made and owns, of the result's dtype) and
+        return it: one allocation less.
 
     Examples
     --------
@@ -168,6 +172,11 @@ def add_scaled(x: A, y: A, a: SigmaLike) -> A:
     [2.0, 3.0]
     """
     scale = _sig(a, x)
+    if in_place:
+        if isinstance(x, np.ndarray) or not isinstance(scale, float):
+            x += y * scale
+            return x
+        return x.add_(y, alpha=scale)
     if isinstance(x, np.ndarray):
         if isinstance(y, np.ndarray) and x.dtype == y.dtype and isinstance(scale, float):
             out = y * scale

@@ -90,20 +90,22 @@ def like(value: Any, x: Any) -> Any:
     return np.asarray(value, dtype=x.dtype)
 
 
+def _torch_among(*xs: Any) -> Any | None:
+    """Return the torch module if any of ``xs`` is a tensor, else ``None``."""
+    torch = torch_module()
+    if torch is not None and any(isinstance(x, torch.Tensor) for x in xs):
+        return torch
+    return None
+
+
 def where(cond: Any, a: Any, b: Any) -> Any:
     """Elementwise ``cond ? a : b`` for NumPy or torch."""
-    if is_torch(cond) or is_torch(a) or is_torch(b):
-        torch = torch_module()
-        assert torch is not None
-        return torch.where(cond, a, b)
-    return np.where(cond, a, b)
+    torch = _torch_among(cond, a, b)
+    return np.where(cond, a, b) if torch is None else torch.where(cond, a, b)
 
 
 def _ns(x: Any) -> Any:
-    torch = torch_module()
-    if torch is not None and isinstance(x, torch.Tensor):
-        return torch
-    return np
+    return _torch_among(x) or np
 
 
 def sqrt(x: Any) -> Any:
@@ -123,9 +125,8 @@ def exp(x: Any) -> Any:
 
 def minimum(a: Any, b: Any) -> Any:
     """Elementwise minimum (NumPy or torch); either side may be a Python float."""
-    if is_torch(a) or is_torch(b):
-        torch = torch_module()
-        assert torch is not None
+    torch = _torch_among(a, b)
+    if torch is not None:
         if not is_torch(a):
             a = torch.as_tensor(a, dtype=b.dtype, device=b.device)
         if not is_torch(b):

@@ -121,7 +121,7 @@ def draw(like: Any, generator: Any = None) -> Any:
     gens = generator
     if isinstance(gens, list | tuple) and len(gens) == 1:
         gens = gens[0]
-    if not _xp.is_torch(like):
+    if isinstance(like, np.ndarray):
         dtype = like.dtype.type
         if isinstance(gens, list | tuple):
             one = (1, *like.shape[1:])
@@ -132,14 +132,14 @@ def draw(like: Any, generator: Any = None) -> Any:
     device: Any = like.device
     first: Any = gens[0] if isinstance(gens, list | tuple) else gens
     rand_device: Any = device
-    if first is not None and first.device.type == "cpu" and device.type != "cpu":
+    if device.type != "cpu" and first is not None and first.device.type == "cpu":
         rand_device = torch.device("cpu")
     if isinstance(gens, list | tuple):
         one = (1, *like.shape[1:])
         parts = [torch.randn(one, generator=g, device=rand_device, dtype=like.dtype) for g in gens]
         return torch.cat(parts, dim=0).to(device)
     noise = torch.randn(tuple(like.shape), generator=gens, device=rand_device, dtype=like.dtype)
-    return noise if rand_device == device else noise.to(device)
+    return noise if rand_device is device else noise.to(device)
 
 
 class BrownianTreeNoiseSampler:

@@ -444,18 +444,28 @@ class KDPM2AncestralSchedulerCore:
         assert sch is not None  # built by _call_index
         sigma = float(sch.call_sigmas[k])
         prediction_type = self.config["prediction_type"]
-        x0 = _math.predict_x0(model_output, sample, sigma, prediction_type)
-        # for epsilon models the slope (x - x0) / sigma is the model output itself
-        d = model_output if prediction_type == "epsilon" else _math.to_d(sample, sigma, x0)
+        if prediction_type == "epsilon":  # the slope (x - x0) / sigma is the model output
+            x0, d = None, model_output
+        else:
+            x0 = _math.predict_x0(model_output, sample, sigma, prediction_type)
+            d = _math.to_d(sample, sigma, x0)
         prev = _math.add_scaled(start, d, float(sch.call_dt[k]))
         if not first_half:  # fresh noise, drawn even when its std is 0 (the generator advances)
             fresh = noise.draw(model_output, generator)
-            prev = _math.add_scaled(prev, fresh, float(sch.call_noise_std[k]))
+            prev = _math.add_scaled(prev, fresh, float(sch.call_noise_std[k]), in_place=True)
         self.sample = sample if first_half else None
         self._step_index = k + 1
+        if x0 is not None:
+            return (
+                (prev, x0) if not return_dict else KDPM2AncestralDiscreteSchedulerOutput(prev, x0)
+            )
         if not return_dict:
-            return prev, x0
-        return KDPM2AncestralDiscreteSchedulerOutput(prev, x0)
+            return prev, _math.predict_x0(model_output, sample, sigma, prediction_type)
+        # x0 only if read (the inputs must not be changed in place before then, as for the
+        # sample kept between the halves): see KDPM2AncestralDiscreteSchedulerOutput.deferred
+        return KDPM2AncestralDiscreteSchedulerOutput.deferred(
+            prev, lambda: _math.predict_x0(model_output, sample, sigma, prediction_type)
+        )
 
     def add_noise(self, original_samples: Any, noise: Any, timesteps: Any) -> Any:
         """Noise clean samples to the level of ``timesteps``: ``x0 + sigma(t) * noise``.
@@ -501,7 +511,7 @@ def _is_int(value: object) -> bool:
 
 def _check_step_inputs(model_output: Any, sample: Any, generator: Any) -> None:
     """Raise for ``step`` inputs of the wrong kind, dtype or shape (metadata only: no sync)."""
-    torch_in = _xp.is_torch(sample)
+    torch_in = not isinstance(sample, np.ndarray) and _xp.is_torch(sample)
     if torch_in:
         ok = _xp.is_torch(model_output)
     else:
@@ -593,6 +603,11 @@ class KDPM2AncestralDiscreteScheduler(KDPM2AncestralSchedulerCore, SchedulerMixi
       diffusers' float ``arange`` gives ``N`` of them, and exactly ``N`` steps where it gives
       ``N + 1`` (``parity/test_diffusers_parity.py::test_trailing_timesteps_match_diffusers``,
       ``test_schedule.py::test_tables_are_finite_and_well_formed``).
+    - **Deferred x0.** With ``return_dict=True`` and an epsilon model,
+      ``pred_original_sample`` is computed when first read, from the step's inputs (which, as
+      for the sample kept between half-steps, must not be changed in place before that); it
+      saves one kernel per call when only ``prev_sample`` is read
+      (``test_pipelines.py::test_step_output_behaves_like_diffusers_output``).
     - **prediction_type="sample".** It works (diffusers raises ``NotImplementedError``).
     - **NumPy.** NumPy arrays work, with a ``numpy.random.Generator`` for the noise.
     - **Errors at once.** Unknown options raise at construction (diffusers notices a bad
