@@ -210,39 +210,39 @@ def kdpm2_like_loop(state: tuple[Any, Any, Any]) -> Any:
 class LimitPlan:
     """Per-call floats of a schedule, for the bare-array limit loop.
 
-    Call ``k`` scales its input by ``c_in[k]``, then sets ``x = base + dt[k] * model_output``
+    Call ``k`` divides its input by ``scale[k]`` (the float32 ``sqrt(sigma**2 + 1)`` that
+    ``scale_model_input`` divides by, as diffusers does), then sets
+    ``x = base + dt[k] * model_output``
     where ``base`` is the current sample on a first half (even ``k``) and the sample stored at
     the first half on a second half (odd ``k``); a second half then adds ``up[k]`` times fresh
     standard normal noise.
     """
 
-    c_in: list[float]
+    scale: list[float]
     dt: list[float]
     up: list[float]
 
     @classmethod
-    def from_schedule(cls, schedule: kdpm2.Schedule, s_noise: float = 1.0) -> LimitPlan:
-        sig, mid = schedule.sigmas.tolist(), schedule.sigmas_interpol.tolist()
-        down, up = schedule.sigmas_down.tolist(), schedule.sigmas_up.tolist()
-        c_in, dt, ups = [], [], []
-        for k, s in enumerate(schedule.call_sigmas.tolist()):
-            i = k // 2
-            c_in.append(1.0 / math.sqrt(s * s + 1.0))
-            dt.append((mid[i] if k % 2 == 0 else down[i]) - sig[i])
-            ups.append(0.0 if k % 2 == 0 else up[i] * s_noise)
-        return cls(c_in, dt, ups)
+    def from_schedule(cls, schedule: kdpm2.Schedule) -> LimitPlan:
+        return cls(
+            schedule.call_scales.tolist(),
+            schedule.call_dt.tolist(),
+            schedule.call_noise_std.tolist(),
+        )
 
 
 def _torch_limit_loop(state: tuple[LimitPlan, Any, Any, Any]) -> Any:
-    """Bare torch: per call one multiply (input scaling) and one fused add (the update); per
+    """Bare torch: per call one division (input scaling) and one fused add (the update); per
     ancestral step one seeded ``randn`` of the latent shape and one in-place fused add that puts
     the noise into the sample (the noise has to reach it somehow). Like the pipeline loop, it
     iterates over the scheduler's ``timesteps`` tensor."""
     plan, timesteps, x, gen = state
     base = x
     shape, dtype = x.shape, x.dtype
-    for k, (_, c_in, dt, up) in enumerate(zip(timesteps, plan.c_in, plan.dt, plan.up, strict=True)):
-        model_output = torch.mul(x, c_in)
+    for k, (_, scale, dt, up) in enumerate(
+        zip(timesteps, plan.scale, plan.dt, plan.up, strict=True)
+    ):
+        model_output = torch.div(x, scale)
         if k % 2 == 0:
             base = x
             x = torch.add(x, model_output, alpha=dt)
@@ -253,14 +253,16 @@ def _torch_limit_loop(state: tuple[LimitPlan, Any, Any, Any]) -> Any:
 
 
 def _numpy_limit_loop(state: tuple[LimitPlan, Any, Any, Any]) -> Any:
-    """Bare NumPy: ``x * c`` per call, ``x + c * y`` per call, and per ancestral step one
+    """Bare NumPy: ``x / c`` per call, ``x + c * y`` per call, and per ancestral step one
     ``rng.standard_normal(shape, dtype=float32)`` added in place as ``x += up * noise``; it
     iterates over the scheduler's ``timesteps`` as the pipeline loop does."""
     plan, timesteps, x, rng = state
     base = x
     shape, dtype = x.shape, x.dtype
-    for k, (_, c_in, dt, up) in enumerate(zip(timesteps, plan.c_in, plan.dt, plan.up, strict=True)):
-        model_output = x * c_in
+    for k, (_, scale, dt, up) in enumerate(
+        zip(timesteps, plan.scale, plan.dt, plan.up, strict=True)
+    ):
+        model_output = x / scale
         if k % 2 == 0:
             base = x
             x = x + dt * model_output
@@ -464,12 +466,15 @@ def bench_construction(reps: int, min_time: float) -> list[Row]:
     return rows
 
 
-# (speedup over diffusers, overhead over the limit) that the issue sets, per latent shape
-_TORCH_TARGETS: dict[tuple[int, ...], tuple[float, float]] = {
-    (1, 4, 8, 8): (4.0, 1.3),
-    (1, 4, 64, 64): (2.0, 1.15),
+# (speedup over diffusers, overhead over the limit) that issue 12 keeps, per latent shape;
+# the limit targets at (1,4,8,8) and for NumPy below (1,4,64,64) were issue 6's, met with
+# per-backend 0-d scalars that issue 12 removed: they are shown, not judged
+_TORCH_TARGETS: dict[tuple[int, ...], tuple[float, float | None]] = {
+    (1, 4, 8, 8): (4.0, None),
+    (1, 4, 64, 64): (2.0, 1.2),
 }
 _NUMPY_LIMIT_TARGET = 1.2
+_NUMPY_JUDGED_FROM = 64 * 64 * 4
 
 
 def bench_torch_loop(shape: tuple[int, ...], reps: int) -> list[Row]:
@@ -479,7 +484,7 @@ def bench_torch_loop(shape: tuple[int, ...], reps: int) -> list[Row]:
     k_sch.set_timesteps(STEPS)
     plan = LimitPlan.from_schedule(k_sch.schedule)
     plan_0d = LimitPlan(
-        list(torch.tensor(plan.c_in, dtype=torch.float32).unbind()), plan.dt, plan.up
+        list(torch.tensor(plan.scale, dtype=torch.float32).unbind()), plan.dt, plan.up
     )
     x_init = x0 * float(k_sch.init_noise_sigma)
 
@@ -560,7 +565,14 @@ def bench_numpy_loop(shape: tuple[int, ...], reps: int) -> list[Row]:
     }
     times = race(cases, reps, 0.0)
     return [
-        _row(f"numpy loop {shape}", times, "limit", "overhead", _NUMPY_LIMIT_TARGET, **check),
+        _row(
+            f"numpy loop {shape}",
+            times,
+            "limit",
+            "overhead",
+            _NUMPY_LIMIT_TARGET if math.prod(shape) >= _NUMPY_JUDGED_FROM else None,
+            **check,
+        ),
         _row(f"numpy loop {shape}", times, "limit-0d", "overhead", None),
     ]
 

@@ -1,4 +1,4 @@
-"""Configuration records and ``scheduler_config.json`` persistence, compatible with diffusers.
+"""Configuration, validation of what users pass in, and ``scheduler_config.json`` persistence.
 
 The defaults live in one place, the constructor signature of the configurable class; the
 config is derived from it by introspection, so the two cannot drift.
@@ -19,10 +19,19 @@ from typing import Any, TypeVar
 
 import numpy as np
 
+from . import _xp, noise
 from ._io import write_bytes_atomic
 from .schedule import BETA_SCHEDULES, PREDICTION_TYPES, TIMESTEP_SPACINGS
 
-__all__ = ["CONFIG_NAME", "ConfigMixin", "FrozenConfig", "register_to_config", "validate_config"]
+__all__ = [
+    "CONFIG_NAME",
+    "ConfigMixin",
+    "FrozenConfig",
+    "check_step_inputs",
+    "is_int",
+    "register_to_config",
+    "validate_config",
+]
 
 CONFIG_NAME = "scheduler_config.json"
 
@@ -116,7 +125,8 @@ def register_to_config(init: Callable[..., None]) -> Callable[..., None]:
     return wrapper
 
 
-def _is_int(value: object) -> bool:
+def is_int(value: object) -> bool:
+    """Return whether ``value`` is an integer (a bool is not)."""
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
@@ -164,7 +174,7 @@ def validate_config(cfg: Mapping[str, Any]) -> None:
     _check_choice("prediction_type", cfg["prediction_type"], PREDICTION_TYPES)
     _check_choice("timestep_spacing", cfg["timestep_spacing"], TIMESTEP_SPACINGS)
     t = cfg["num_train_timesteps"]
-    if not _is_int(t) or t < 1:
+    if not is_int(t) or t < 1:
         raise ValueError(f"num_train_timesteps={t!r} is invalid; expected an integer >= 1.")
     betas = cfg["trained_betas"]
     if betas is not None:
@@ -209,7 +219,7 @@ def validate_config(cfg: Mapping[str, Any]) -> None:
                 "use_beta_sigmas=True needs scipy; install it with `pip install scipy`."
             ) from None
     off = cfg["steps_offset"]
-    if not _is_int(off) or off < 0:
+    if not is_int(off) or off < 0:
         raise ValueError(f"steps_offset={off!r} is invalid; expected an integer >= 0.")
     eta = cfg["eta"]
     _check_number("eta", eta, "a number in [0, 1]")
@@ -221,6 +231,41 @@ def validate_config(cfg: Mapping[str, Any]) -> None:
     _check_number("s_noise", s_noise, "a finite number >= 0")
     if not (math.isfinite(s_noise) and s_noise >= 0):
         raise ValueError(f"s_noise={s_noise!r} is invalid; expected a finite number >= 0.")
+
+
+def check_step_inputs(model_output: Any, sample: Any, generator: Any) -> None:
+    """Raise for ``step`` inputs of the wrong kind, dtype or shape (metadata only: no sync).
+
+    Raises
+    ------
+    TypeError
+        Not both NumPy arrays or both tensors, a non-float sample, a wrong kind of generator.
+    ValueError
+        Shapes that differ, or a list of generators whose length is not the batch size.
+    """
+    torch_in = not isinstance(sample, np.ndarray) and _xp.is_torch(sample)
+    if torch_in:
+        ok = _xp.is_torch(model_output)
+    else:
+        ok = isinstance(sample, np.ndarray) and isinstance(model_output, np.ndarray)
+    if not ok:
+        raise TypeError(
+            f"model_output is a {type(model_output).__name__} and sample is a "
+            f"{type(sample).__name__}; both must be torch tensors or both NumPy arrays."
+        )
+    floating = sample.is_floating_point() if torch_in else sample.dtype.kind == "f"  # pyright: ignore[reportAttributeAccessIssue]
+    if not floating:
+        raise TypeError(
+            f"sample has dtype {sample.dtype}, not a floating-point type; convert it, e.g. "
+            "sample.float() or sample.astype(np.float32)."
+        )
+    if model_output.shape != sample.shape:
+        raise ValueError(
+            f"model_output has shape {tuple(model_output.shape)} but sample has shape "
+            f"{tuple(sample.shape)}; they must be equal."
+        )
+    if generator is not None:
+        noise.check_generator(generator, sample)
 
 
 class ConfigMixin:

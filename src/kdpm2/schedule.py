@@ -352,7 +352,7 @@ def sigma_to_t(sigma: np.ndarray, log_sigmas: np.ndarray, *, float32: bool = Fal
     [1.0, 1.5, 2.0]
     """
     dt = _F32 if float32 else np.float64
-    log_table = log_sigmas.astype(dt)
+    log_table = log_sigmas.astype(dt, copy=False)
     sigma = np.asarray(sigma, dtype=dt)
     if len(log_table) < 2:
         return np.zeros(sigma.shape)
@@ -506,8 +506,8 @@ def make_schedule(
     timesteps: np.ndarray = _spaced_timesteps(
         cfg.timestep_spacing, n_build, t_train, cfg.steps_offset
     )
-    train_sigmas32 = train.sigmas.astype(_F32)
-    sigmas = np.interp(timesteps.astype(np.float64), np.arange(len(train_sigmas32)), train_sigmas32)
+    # train.sigmas hold float32 values (diffusers interpolates its float32 sigma table)
+    sigmas = np.interp(timesteps, np.arange(len(train.sigmas)), train.sigmas)
     timesteps_dtype = "float32"
     respace = {
         "karras": cfg.use_karras_sigmas,

@@ -9,14 +9,13 @@ names whichever applies).
 
 from __future__ import annotations
 
-import numbers
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
 from . import _math, _xp, noise
-from .config import ConfigMixin, register_to_config, validate_config
+from .config import ConfigMixin, check_step_inputs, is_int, register_to_config, validate_config
 from .output import KDPM2AncestralDiscreteSchedulerOutput
 from .schedule import (
     DEFAULTS,
@@ -169,13 +168,13 @@ class KDPM2AncestralSchedulerCore:
             with ``leading``/``trailing`` spacing.
         """
         n = _as_int(num_inference_steps)
-        if not _is_int(n) or n < 1:
+        if not is_int(n) or n < 1:
             raise ValueError(
                 f"num_inference_steps={n!r} is invalid; expected an integer >= 1 "
                 "(the number of denoising steps)."
             )
         t_train = _as_int(num_train_timesteps) or self.config["num_train_timesteps"]
-        if not _is_int(t_train) or t_train < 1:
+        if not is_int(t_train) or t_train < 1:
             raise ValueError(
                 f"num_train_timesteps={num_train_timesteps!r} is invalid; expected an integer >= 1."
             )
@@ -292,7 +291,7 @@ class KDPM2AncestralSchedulerCore:
             ``begin_index`` is not an index of ``timesteps``.
         """
         n = len(self.schedule.timesteps)
-        if not _is_int(begin_index) or not 0 <= begin_index < n:
+        if not is_int(begin_index) or not 0 <= begin_index < n:
             raise ValueError(
                 f"begin_index={begin_index!r} is invalid; expected an integer in [0, {n - 1}] "
                 f"(an index of scheduler.timesteps)."
@@ -431,7 +430,7 @@ class KDPM2AncestralSchedulerCore:
             A second half-step whose first half this scheduler did not take.
         """
         k = self._call_index(timestep, "step")
-        _check_step_inputs(model_output, sample, generator)
+        check_step_inputs(model_output, sample, generator)
         first_half = _is_first_half(k)
         start = sample if first_half else self.sample
         if start is None:
@@ -503,37 +502,6 @@ class KDPM2AncestralSchedulerCore:
 def _is_first_half(k: int) -> bool:
     """Whether model call ``k`` is the first (Euler) half of its step: the loop's one phase rule."""
     return k % 2 == 0
-
-
-def _is_int(value: object) -> bool:
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
-
-
-def _check_step_inputs(model_output: Any, sample: Any, generator: Any) -> None:
-    """Raise for ``step`` inputs of the wrong kind, dtype or shape (metadata only: no sync)."""
-    torch_in = not isinstance(sample, np.ndarray) and _xp.is_torch(sample)
-    if torch_in:
-        ok = _xp.is_torch(model_output)
-    else:
-        ok = isinstance(sample, np.ndarray) and isinstance(model_output, np.ndarray)
-    if not ok:
-        raise TypeError(
-            f"model_output is a {type(model_output).__name__} and sample is a "
-            f"{type(sample).__name__}; both must be torch tensors or both NumPy arrays."
-        )
-    floating = sample.is_floating_point() if torch_in else sample.dtype.kind == "f"  # pyright: ignore[reportAttributeAccessIssue]
-    if not floating:
-        raise TypeError(
-            f"sample has dtype {sample.dtype}, not a floating-point type; convert it, e.g. "
-            "sample.float() or sample.astype(np.float32)."
-        )
-    if model_output.shape != sample.shape:
-        raise ValueError(
-            f"model_output has shape {tuple(model_output.shape)} but sample has shape "
-            f"{tuple(sample.shape)}; they must be equal."
-        )
-    if generator is not None:
-        noise.check_generator(generator, sample)
 
 
 class SchedulerMixin(ConfigMixin):
