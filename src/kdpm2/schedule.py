@@ -94,7 +94,7 @@ class ScheduleConfig:
         """Read the keys this record knows from ``config``; the others take the defaults."""
         if isinstance(config, ScheduleConfig):
             return config
-        values = {f.name: config[f.name] for f in fields(cls) if f.name in config}
+        values = {name: config[name] for name in cls.__dataclass_fields__ if name in config}
         betas = values.get("trained_betas")
         if betas is not None:
             values["trained_betas"] = tuple(np.asarray(betas, dtype=np.float64).tolist())
@@ -448,8 +448,8 @@ def ancestral_split_table(
     with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
         # mirrors diffusers' set_timesteps (float32 tensors); eta as in k-diffusion
         down32, up32 = _math.ancestral_split(sigmas.astype(_F32), sigmas_next.astype(_F32), eta)
-    s64 = sigmas.astype(np.float64)
-    sn64 = sigmas_next.astype(np.float64)
+    s64 = np.asarray(sigmas, dtype=np.float64)
+    sn64 = np.asarray(sigmas_next, dtype=np.float64)
     ratio2 = (sn64 / s64) ** 2
     up64 = np.minimum(sn64, eta * sn64 * np.sqrt(np.maximum(1.0 - ratio2, 0.0)))
     down64 = sn64 * np.sqrt(np.maximum((1.0 - eta**2) + eta**2 * ratio2, 0.0))

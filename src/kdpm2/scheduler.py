@@ -354,7 +354,7 @@ class KDPM2AncestralSchedulerCore:
 
     def _call_index(self, timestep: Any, method: str) -> int:
         """Index of this model call in ``timesteps`` (a loop's start is found on its first call)."""
-        steps = self.schedule.call_dt
+        steps = (self._schedule or self.schedule).call_dt
         k = self._step_index
         if k is None:
             k = self._begin_index if self._begin_index is not None else self._start_index(timestep)
