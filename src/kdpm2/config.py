@@ -243,11 +243,12 @@ def check_step_inputs(model_output: Any, sample: Any, generator: Any) -> None:
     ValueError
         Shapes that differ, or a list of generators whose length is not the batch size.
     """
-    torch_in = not isinstance(sample, np.ndarray) and _xp.is_torch(sample)
-    if torch_in:
-        ok = _xp.is_torch(model_output)
+    if isinstance(sample, np.ndarray):
+        torch_in, ok = False, isinstance(model_output, np.ndarray)
     else:
-        ok = isinstance(sample, np.ndarray) and isinstance(model_output, np.ndarray)
+        torch = _xp.torch_module()
+        torch_in = torch is not None and isinstance(sample, torch.Tensor)
+        ok = torch is not None and torch_in and isinstance(model_output, torch.Tensor)
     if not ok:
         raise TypeError(
             f"model_output is a {type(model_output).__name__} and sample is a "

@@ -119,22 +119,23 @@ def draw(like: Any, generator: Any = None) -> Any:
     (True, dtype('float32'))
     """
     gens = generator
-    if isinstance(gens, list | tuple) and len(gens) == 1:
-        gens = gens[0]
+    many = isinstance(gens, (list, tuple))
+    if many and len(gens) == 1:
+        gens, many = gens[0], False
     if isinstance(like, np.ndarray):
         dtype = like.dtype.type
-        if isinstance(gens, list | tuple):
+        if many:
             one = (1, *like.shape[1:])
             return np.concatenate([_draw_numpy(one, dtype, g) for g in gens], axis=0)
         return _draw_numpy(tuple(like.shape), dtype, gens)
     torch = _xp.torch_module()
     assert torch is not None
     device: Any = like.device
-    first: Any = gens[0] if isinstance(gens, list | tuple) else gens
+    first: Any = gens[0] if many else gens
     rand_device: Any = device
     if device.type != "cpu" and first is not None and first.device.type == "cpu":
         rand_device = torch.device("cpu")
-    if isinstance(gens, list | tuple):
+    if many:
         one = (1, *like.shape[1:])
         parts = [torch.randn(one, generator=g, device=rand_device, dtype=like.dtype) for g in gens]
         return torch.cat(parts, dim=0).to(device)

@@ -452,17 +452,17 @@ def ancestral_split_table(
     sn64 = np.asarray(sigmas_next, dtype=np.float64)
     ratio2 = (sn64 / s64) ** 2
     up64 = np.minimum(sn64, eta * sn64 * np.sqrt(np.maximum(1.0 - ratio2, 0.0)))
-    down64 = sn64 * np.sqrt(np.maximum((1.0 - eta**2) + eta**2 * ratio2, 0.0))
+    down_over_next2 = np.maximum((1.0 - eta**2) + eta**2 * ratio2, 0.0)  # (down / next)**2
+    down64 = sn64 * np.sqrt(down_over_next2)
     # float32 sigma_down carries a relative error of about eps32 * sigma_next**2 / sigma_down**2
     # (cancellation); past _ILL_CONDITIONED it is noise, not diffusers' number, on any machine
     # (torch's float32 sqrt is not correctly rounded, so the noise differs between CPUs).
-    with np.errstate(divide="ignore", invalid="ignore"):
-        cond = np.where(down64 > 0, sn64**2 / np.maximum(down64, 1e-300) ** 2, 0.0)
+    # Where sigma_next is 0 both forms are exactly 0, so flagging it changes nothing.
     bad = (
         ~np.isfinite(down32)
         | ~np.isfinite(up32)
         | ((down32 <= 0) & (down64 > 0))
-        | (cond * _EPS32 > _ILL_CONDITIONED)
+        | (down_over_next2 * _ILL_CONDITIONED < _EPS32)
     )
     down = np.where(bad, down64, down32.astype(np.float64))
     up = np.where(bad, up64, up32.astype(np.float64))
