@@ -237,6 +237,20 @@ def test_pipeline_save_and_load_bring_back_kdpm2_scheduler(components, tmp_path)
     index = json.loads((tmp_path / "again" / "model_index.json").read_text())
     assert index["scheduler"] == ["kdpm2", "KDPM2AncestralDiscreteScheduler"]
 
+    # a fresh process: diffusers loads a library's class only once the library is imported
+    # (it refuses to import a module just because a saved pipeline names it)
+    code = f"""
+        import diffusers
+        import kdpm2  # the one step the user needs; the class is resolved by diffusers
+        pipe = diffusers.DiffusionPipeline.from_pretrained({str(tmp_path / "pipe")!r})
+        print(type(pipe.scheduler).__module__, pipe.scheduler.config["eta"])
+        """
+    proc = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.split() == ["kdpm2", "0.5"]
+
 
 def test_saved_schedulers_cross_over_between_libraries(components, tmp_path):
     """Each library's saved pipeline runs with the other library's scheduler, same images.
