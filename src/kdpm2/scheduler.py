@@ -82,14 +82,6 @@ def _to_output(values: np.ndarray, dtype: str, device: Any = None) -> Any:
     return out if device is None else out.to(device)
 
 
-def _expanded(table: np.ndarray) -> np.ndarray:
-    """Lay a per-step table out as diffusers lays out its ``sigmas``: ``[a_0, a_1, a_1, ...]``.
-
-    One entry per model call plus a final one, so that entry ``k`` belongs to call ``k``.
-    """
-    return np.concatenate([table[:1], np.repeat(table[1:], 2), table[-1:]])
-
-
 class KDPM2AncestralSchedulerCore:
     """The DPM2-ancestral state machine, without a config machinery (see the module notes).
 
@@ -224,7 +216,7 @@ class KDPM2AncestralSchedulerCore:
         return self._timesteps
 
     def _table(self, values: np.ndarray, dtype: str = "float32") -> Any:
-        return _to_output(_expanded(values), dtype)
+        return _to_output(self.schedule.expanded(values), dtype)
 
     @property
     def sigmas(self) -> Any:
@@ -491,7 +483,7 @@ class KDPM2AncestralSchedulerCore:
         else:
             k = self._step_index if self._step_index is not None else self._begin_index
             idx = [k] * int(np.prod(getattr(timesteps, "shape", ()) or (1,)))
-        sigma = _expanded(sch.sigmas).astype(np.float32)[idx]
+        sigma = sch.expanded(sch.sigmas).astype(np.float32)[idx]
         sigma = _xp.append_dims(_xp.like(sigma, original_samples), original_samples.ndim)
         return original_samples + noise * sigma
 
