@@ -1,4 +1,4 @@
-"""Configuration, validation of what users pass in, and ``scheduler_config.json`` persistence.
+"""Configuration records and ``scheduler_config.json`` persistence, compatible with diffusers.
 
 The defaults live in one place, the constructor signature of the configurable class; the
 config is derived from it by introspection, so the two cannot drift.
@@ -9,29 +9,17 @@ from __future__ import annotations
 import functools
 import inspect
 import json
-import math
-import numbers
 import os
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
 
-from . import _xp, noise
 from ._io import write_bytes_atomic
-from .schedule import BETA_SCHEDULES, PREDICTION_TYPES, TIMESTEP_SPACINGS
 
-__all__ = [
-    "CONFIG_NAME",
-    "ConfigMixin",
-    "FrozenConfig",
-    "check_step_inputs",
-    "is_int",
-    "register_to_config",
-    "validate_config",
-]
+__all__ = ["CONFIG_NAME", "ConfigMixin", "FrozenConfig", "register_to_config"]
 
 CONFIG_NAME = "scheduler_config.json"
 
@@ -123,150 +111,6 @@ def register_to_config(init: Callable[..., None]) -> Callable[..., None]:
         init(self, *args, **kwargs)
 
     return wrapper
-
-
-def is_int(value: object) -> bool:
-    """Return whether ``value`` is an integer (a bool is not)."""
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
-
-
-def _is_real(value: object) -> bool:
-    return isinstance(value, numbers.Real) and not isinstance(value, bool)
-
-
-def _check_choice(name: str, value: object, choices: Sequence[str]) -> None:
-    if value not in choices:
-        accepted = ", ".join(repr(c) for c in choices)
-        raise ValueError(f"{name}={value!r} is not supported; expected one of {accepted}.")
-
-
-def _check_number(name: str, value: object, accepted: str) -> None:
-    if not _is_real(value):
-        raise TypeError(f"{name}={value!r} is a {type(value).__name__}; expected {accepted}.")
-
-
-def _check_bool(name: str, value: object) -> None:
-    # a JSON string such as "false" is truthy: accepting it would silently flip the option
-    if not isinstance(value, bool | np.bool_):
-        raise TypeError(f"{name}={value!r} is a {type(value).__name__}; expected True or False.")
-
-
-def _check_fraction(name: str, value: object) -> float:
-    _check_number(name, value, "a number in (0, 1)")
-    if not 0.0 < float(value) < 1.0:  # type: ignore[arg-type]
-        raise ValueError(f"{name}={value!r} is outside (0, 1); a beta is a variance fraction.")
-    return float(value)  # type: ignore[arg-type]
-
-
-def validate_config(cfg: Mapping[str, Any]) -> None:
-    """Raise for any constructor argument that cannot give a valid schedule.
-
-    Raises
-    ------
-    ValueError
-        A value outside its range, an unknown option, or options that contradict each other.
-    TypeError
-        A value of the wrong type (a string ``"false"`` for a boolean, say).
-    ImportError
-        ``use_beta_sigmas=True`` without scipy.
-    """
-    _check_choice("beta_schedule", cfg["beta_schedule"], BETA_SCHEDULES)
-    _check_choice("prediction_type", cfg["prediction_type"], PREDICTION_TYPES)
-    _check_choice("timestep_spacing", cfg["timestep_spacing"], TIMESTEP_SPACINGS)
-    t = cfg["num_train_timesteps"]
-    if not is_int(t) or t < 1:
-        raise ValueError(f"num_train_timesteps={t!r} is invalid; expected an integer >= 1.")
-    betas = cfg["trained_betas"]
-    if betas is not None:
-        arr = np.asarray(betas, dtype=np.float64) if not isinstance(betas, str) else None
-        if arr is None or arr.ndim != 1 or len(arr) != t:
-            got = "a string" if arr is None else f"shape {arr.shape}"
-            raise ValueError(
-                f"trained_betas has {got} but num_train_timesteps={t}; pass one beta per "
-                f"training timestep (a 1-D sequence of length {t})."
-            )
-        if not np.all((arr > 0) & (arr < 1)):
-            bad = float(arr[~((arr > 0) & (arr < 1))][0])
-            raise ValueError(
-                f"trained_betas contains {bad!r}, outside (0, 1); every beta must be a variance "
-                "fraction strictly between 0 and 1."
-            )
-    elif cfg["beta_schedule"] != "squaredcos_cap_v2":
-        start = _check_fraction("beta_start", cfg["beta_start"])
-        end = _check_fraction("beta_end", cfg["beta_end"])
-        if start > end:
-            raise ValueError(
-                f"beta_start={start!r} is larger than beta_end={end!r}; betas must not decrease."
-            )
-    for key in (
-        "use_karras_sigmas",
-        "use_exponential_sigmas",
-        "use_beta_sigmas",
-        "discard_penultimate_sigma",
-    ):
-        _check_bool(key, cfg[key])
-    chosen = [k for k in ("karras", "exponential", "beta") if cfg[f"use_{k}_sigmas"]]
-    if len(chosen) > 1:
-        raise ValueError(
-            f"use_{chosen[0]}_sigmas and use_{chosen[1]}_sigmas are both True; choose at most "
-            "one of use_karras_sigmas, use_exponential_sigmas, use_beta_sigmas."
-        )
-    if cfg["use_beta_sigmas"]:
-        try:
-            import scipy.special  # noqa: F401
-        except ImportError:
-            raise ImportError(
-                "use_beta_sigmas=True needs scipy; install it with `pip install scipy`."
-            ) from None
-    off = cfg["steps_offset"]
-    if not is_int(off) or off < 0:
-        raise ValueError(f"steps_offset={off!r} is invalid; expected an integer >= 0.")
-    eta = cfg["eta"]
-    _check_number("eta", eta, "a number in [0, 1]")
-    if not 0.0 <= float(eta) <= 1.0:
-        raise ValueError(
-            f"eta={eta!r} is outside [0, 1]; 0 is deterministic DPM2, 1 full ancestral noise."
-        )
-    s_noise = cfg["s_noise"]
-    _check_number("s_noise", s_noise, "a finite number >= 0")
-    if not (math.isfinite(s_noise) and s_noise >= 0):
-        raise ValueError(f"s_noise={s_noise!r} is invalid; expected a finite number >= 0.")
-
-
-def check_step_inputs(model_output: Any, sample: Any, generator: Any) -> None:
-    """Raise for ``step`` inputs of the wrong kind, dtype or shape (metadata only: no sync).
-
-    Raises
-    ------
-    TypeError
-        Not both NumPy arrays or both tensors, a non-float sample, a wrong kind of generator.
-    ValueError
-        Shapes that differ, or a list of generators whose length is not the batch size.
-    """
-    if isinstance(sample, np.ndarray):
-        torch_in, ok = False, isinstance(model_output, np.ndarray)
-    else:
-        torch = _xp.torch_module()
-        torch_in = torch is not None and isinstance(sample, torch.Tensor)
-        ok = torch is not None and torch_in and isinstance(model_output, torch.Tensor)
-    if not ok:
-        raise TypeError(
-            f"model_output is a {type(model_output).__name__} and sample is a "
-            f"{type(sample).__name__}; both must be torch tensors or both NumPy arrays."
-        )
-    floating = sample.is_floating_point() if torch_in else sample.dtype.kind == "f"  # pyright: ignore[reportAttributeAccessIssue]
-    if not floating:
-        raise TypeError(
-            f"sample has dtype {sample.dtype}, not a floating-point type; convert it, e.g. "
-            "sample.float() or sample.astype(np.float32)."
-        )
-    if model_output.shape != sample.shape:
-        raise ValueError(
-            f"model_output has shape {tuple(model_output.shape)} but sample has shape "
-            f"{tuple(sample.shape)}; they must be equal."
-        )
-    if generator is not None:
-        noise.check_generator(generator, sample)
 
 
 class ConfigMixin:

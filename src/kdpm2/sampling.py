@@ -9,6 +9,15 @@ from typing import Any, Protocol
 import numpy as np
 
 from . import _math, _xp
+from ._validate import (
+    check_array,
+    check_eta,
+    check_like,
+    check_s_noise,
+    check_sigmas,
+    is_int,
+    to_scalar,
+)
 from .noise import NoiseSampler, draw
 from .schedule import (
     ScheduleConfig,
@@ -55,10 +64,21 @@ def _append_zero(sigmas: np.ndarray) -> np.ndarray:
 
 
 def _to_device(sigmas: np.ndarray, device: Any) -> Any:
-    if device is None:
-        return sigmas
-    import torch
+    """Return a fresh float64 NumPy array, or, given a device, k-diffusion's float32 tensor.
 
+    ``device="cpu"`` without torch installed gives the NumPy array.
+    """
+    if device is None:
+        return np.array(sigmas, dtype=np.float64)
+    try:
+        import torch
+    except ImportError:
+        if str(device) == "cpu":
+            return np.array(sigmas, dtype=np.float64)
+        raise ImportError(
+            f"device={device!r} needs torch; install it, or leave device out (or 'cpu') for a "
+            "NumPy array."
+        ) from None
     return torch.tensor(sigmas, dtype=torch.float32).to(device)
 
 
@@ -96,9 +116,12 @@ def get_sigmas_karras(
     >>> get_sigmas_karras(3, 0.1, 10.0).round(4).tolist()
     [10.0, 1.4507, 0.1, 0.0]
     """
-    _check_range(n, sigma_min, sigma_max)
+    lo, hi = _check_range(n, sigma_min, sigma_max)
+    rho = to_scalar("rho", rho, "a finite number > 0")
+    if not (math.isfinite(rho) and rho > 0):
+        raise ValueError(f"rho={rho!r} is invalid; expected a finite number > 0 (7 in the paper).")
     m = n + 1 if discard_penultimate_sigma else n
-    sigmas = karras_sigmas(sigma_min, sigma_max, m, rho)
+    sigmas = karras_sigmas(lo, hi, m, rho)
     return _to_device(_append_zero(sigmas[:n]), device)
 
 
@@ -119,35 +142,65 @@ def get_sigmas_exponential(
     >>> get_sigmas_exponential(3, 0.1, 10.0).round(4).tolist()
     [10.0, 1.0, 0.1, 0.0]
     """
-    _check_range(n, sigma_min, sigma_max)
+    lo, hi = _check_range(n, sigma_min, sigma_max)
     m = n + 1 if discard_penultimate_sigma else n
-    sigmas = exponential_sigmas(sigma_min, sigma_max, m)
+    sigmas = exponential_sigmas(lo, hi, m)
     return _to_device(_append_zero(sigmas[:n]), device)
 
 
-def get_sigmas_from_config(config: Mapping[str, Any], n: int, device: Any = None) -> Any:
+def get_sigmas_from_config(config: Any, n: int, device: Any = None) -> Any:
     """Return the base noise levels of a scheduler config for ``n`` steps (``n + 1`` values).
 
     The same sigmas ``KDPM2AncestralDiscreteScheduler`` steps through, honouring
-    ``use_karras_sigmas``, spacing and ``discard_penultimate_sigma``.
+    ``use_karras_sigmas``, spacing and ``discard_penultimate_sigma``. ``config`` is a config
+    mapping or a scheduler (its ``.config`` is read).
 
     Examples
     --------
     >>> get_sigmas_from_config({}, 2).round(3).tolist()
     [25.146, 0.029, 0.0]
     """
-    sigmas = np.asarray(make_schedule(config, n).sigmas)
-    return _to_device(sigmas, device)
+    _check_steps(n)
+    return _to_device(make_schedule(_config_of(config, "config"), n).sigmas, device)
 
 
-def _check_range(n: int, sigma_min: float, sigma_max: float) -> None:
-    if not isinstance(n, int | np.integer) or isinstance(n, bool) or n < 1:
+def _check_steps(n: Any) -> None:
+    if not is_int(n):
+        raise TypeError(
+            f"n={n!r} is a {type(n).__name__}; expected an integer >= 1 (the number of steps)."
+        )
+    if n < 1:
         raise ValueError(f"n={n!r} is invalid; expected an integer >= 1 (the number of steps).")
-    if not (0 < sigma_min <= sigma_max and math.isfinite(sigma_max)):
+
+
+def _check_range(n: Any, sigma_min: Any, sigma_max: Any) -> tuple[float, float]:
+    """Check the helpers' arguments; return the bounds as floats (0-d tensors accepted)."""
+    _check_steps(n)
+    accepted = "a number (a Python or NumPy scalar, or a 0-d tensor)"
+    lo, hi = (
+        to_scalar("sigma_min", sigma_min, accepted),
+        to_scalar("sigma_max", sigma_max, accepted),
+    )
+    if not (0 < lo <= hi and math.isfinite(hi)):
         raise ValueError(
-            f"sigma_min={sigma_min!r}, sigma_max={sigma_max!r} is not a valid range; "
+            f"sigma_min={lo!r}, sigma_max={hi!r} is not a valid range; "
             "expected 0 < sigma_min <= sigma_max < inf."
         )
+    return lo, hi
+
+
+def _config_of(config: Any, name: str) -> Mapping[str, Any]:
+    """Return a config mapping, or the ``.config`` of a scheduler; else raise TypeError."""
+    if config is None:
+        return {}
+    if not isinstance(config, Mapping):
+        config = getattr(config, "config", config)
+    if not isinstance(config, Mapping):
+        raise TypeError(
+            f"{name} is a {type(config).__name__}; expected a scheduler config (a mapping) or a "
+            "scheduler (its .config is used)."
+        )
+    return config
 
 
 def denoiser_from_network(
@@ -174,7 +227,12 @@ def denoiser_from_network(
     -------
     Denoiser
     """
-    cfg = ScheduleConfig.from_mapping(config or {})
+    if not callable(network):
+        raise TypeError(
+            f"network is a {type(network).__name__}; expected a callable "
+            "network(x_in, t, **kwargs) -> output."
+        )
+    cfg = ScheduleConfig.from_mapping(_config_of(config, "config"))
     ptype = prediction_type or cfg.prediction_type
     train = train_schedule_from_config(cfg)
 
@@ -190,9 +248,21 @@ def denoiser_from_network(
 
 
 def _host_sigmas(sigmas: Any) -> np.ndarray:
+    """Return the host copy of a schedule, to check once there (no device work per step)."""
     if _xp.is_torch(sigmas):
         return sigmas.detach().cpu().numpy()
-    return np.asarray(sigmas)
+    if isinstance(sigmas, str | bytes) or sigmas is None:
+        raise TypeError(
+            f"sigmas is a {type(sigmas).__name__}; expected an array of noise levels, shape "
+            "(n + 1,) or (n + 1, B)."
+        )
+    try:
+        return np.asarray(sigmas)
+    except ValueError:  # ragged nested sequences
+        raise ValueError(
+            "sigmas is a ragged sequence; expected an array of noise levels, shape (n + 1,) or "
+            "(n + 1, B)."
+        ) from None
 
 
 def _progress(n: int, disable: bool | None) -> Any:
@@ -261,7 +331,20 @@ def sample_dpm_2_ancestral(
     Returns
     -------
     array
-        The final sample, same type, shape and dtype as ``x``.
+        The final sample, same type, shape and dtype as ``x`` (a model or noise sampler that
+        answers in another dtype has its output cast to ``x``'s first; k-diffusion would
+        promote instead).
+
+    Raises
+    ------
+    TypeError
+        ``x`` is not a float array or tensor; ``model``, ``noise_sampler`` or ``callback``
+        is not callable; ``sigmas`` is not an array of numbers; a callable returned something
+        that is not an array of ``x``'s kind.
+    ValueError
+        ``sigmas`` has fewer than 2 values, a NaN, inf or negative value, or increases; a
+        per-sample schedule's column count is not the batch size; ``eta`` is outside [0, 1]
+        or ``s_noise`` negative or not finite; a callable returned the wrong shape.
 
     Examples
     --------
@@ -272,13 +355,20 @@ def sample_dpm_2_ancestral(
     >>> out.shape
     (2, 1)
     """
+    check_array("x", x)
+    eta, s_noise = check_eta(eta), check_s_noise(s_noise)
+    for name, fn in (("model", model), ("noise_sampler", noise_sampler), ("callback", callback)):
+        if fn is not None and not callable(fn):
+            raise TypeError(f"{name} is a {type(fn).__name__}; expected a callable.")
+    if extra_args is not None and not isinstance(extra_args, Mapping):
+        raise TypeError(
+            f"extra_args is a {type(extra_args).__name__}; expected a mapping of keyword "
+            "arguments for the model."
+        )
     extra = {} if extra_args is None else dict(extra_args)
     sampler = _default_noise_sampler(x) if noise_sampler is None else noise_sampler
     host = _host_sigmas(sigmas)
-    if host.ndim not in (1, 2):
-        raise ValueError(
-            f"sigmas has shape {host.shape}; expected (n + 1,) or (n + 1, B) for per-sample sigmas."
-        )
+    check_sigmas(host)
     if host.ndim == 2 and host.shape[1] != x.shape[0]:
         raise ValueError(
             f"sigmas has shape {host.shape} but x has {x.shape[0]} samples; a per-sample schedule "
@@ -315,18 +405,30 @@ def _loop(
         np.reshape(np.asarray(sigma_down) > 0, (len(host) - 1, -1)), axis=1
     ).tolist()
 
+    x_like = x
+
+    def like_x(name: str, value: Any, what: str) -> Any:
+        # a metadata check of what a callable returned, then the dtype policy: x's dtype wins
+        check_like(name, value, x_like, what)
+        if value.dtype == x_like.dtype:
+            return value
+        return value.astype(x_like.dtype) if isinstance(value, np.ndarray) else value.to(x.dtype)
+
     def model_at(x_: Any, sigma: Any) -> Any:
         # sigma: one host value per sample, or a scalar of the sigmas' dtype
         sigma_in = _xp.like(sigma, x_) if per_sample else s_in * float(sigma)
-        return model(x_, sigma_in, **extra)
+        return like_x("model", model(x_, sigma_in, **extra), "a denoised estimate")
 
     for i in _progress(len(host) - 1, disable):
         denoised = model(x, _xp.like(host[i], x) if per_sample else sigmas[i] * s_in, **extra)
+        denoised = like_x("model", denoised, "a denoised estimate")
         if callback is not None:
             callback(
                 {"x": x, "i": i, "sigma": sigmas[i], "sigma_hat": sigmas[i], "denoised": denoised}
             )
-        noise = sampler(sigmas[i], sigmas[i + 1]) if draws[i] else None
+        noise = None
+        if draws[i]:
+            noise = like_x("noise_sampler", sampler(sigmas[i], sigmas[i + 1]), "standard noise")
         x = _math.dpm2_ancestral_step(
             x, denoised, model_at, host[i], host[i + 1], noise, eta=eta, s_noise=s_noise
         )

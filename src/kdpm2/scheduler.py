@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 
 from . import _math, _xp, noise
-from .config import ConfigMixin, check_step_inputs, is_int, register_to_config, validate_config
+from ._validate import check_array, check_step_inputs, is_int, timestep_value, validate_config
+from .config import ConfigMixin, register_to_config
 from .output import KDPM2AncestralDiscreteSchedulerOutput
 from .schedule import (
     DEFAULTS,
@@ -74,10 +75,16 @@ def _as_int(value: Any) -> Any:
 def _to_output(values: np.ndarray, dtype: str, device: Any = None) -> Any:
     """Return a host table as the scheduler shows it: a tensor once torch is in use, else NumPy."""
     torch = _xp.torch_module()
-    if device is None and torch is None:
+    if torch is None and (device is None or str(device) == "cpu"):
         return values.astype(dtype)
     if torch is None:
-        import torch  # a device was asked for: the caller uses torch
+        try:
+            import torch  # a device was asked for: the caller uses torch
+        except ImportError:
+            raise ImportError(
+                f"device={device!r} needs torch; install it, or leave device out (or 'cpu') "
+                "for NumPy arrays."
+            ) from None
     out = torch.from_numpy(values.astype(dtype))
     return out if device is None else out.to(device)
 
@@ -316,7 +323,7 @@ class KDPM2AncestralSchedulerCore:
             if _xp.is_torch(schedule_timesteps):
                 schedule_timesteps = schedule_timesteps.detach().cpu()
             table = np.asarray(schedule_timesteps, dtype=np.float64)
-        value = _xp.to_float(timestep)
+        value = timestep_value(timestep)
         hits = np.flatnonzero(table == value)
         if len(hits) == 0:
             raise TimestepNotInScheduleError(
@@ -423,6 +430,9 @@ class KDPM2AncestralSchedulerCore:
         """
         k = self._call_index(timestep, "step")
         check_step_inputs(model_output, sample, generator)
+        if isinstance(sample, np.ndarray) and model_output.dtype != sample.dtype:
+            # NumPy: the sample's dtype wins (on tensors the arithmetic promotes, as diffusers)
+            model_output = model_output.astype(sample.dtype)
         first_half = _is_first_half(k)
         start = sample if first_half else self.sample
         if start is None:
@@ -476,13 +486,27 @@ class KDPM2AncestralSchedulerCore:
         TimestepNotInScheduleError
             A timestep is not in the schedule.
         """
+        torch_in = check_array("original_samples", original_samples)
+        if check_array("noise", noise) != torch_in or noise.shape != original_samples.shape:
+            raise ValueError(
+                f"noise is a {type(noise).__name__} of shape {tuple(noise.shape)} but "
+                f"original_samples a {type(original_samples).__name__} of shape "
+                f"{tuple(original_samples.shape)}; they must be of one kind and shape."
+            )
+        count = int(np.prod(getattr(timesteps, "shape", ()) or (1,)))
+        batch = original_samples.shape[0] if original_samples.ndim else 1
+        if count not in (1, batch):
+            raise ValueError(
+                f"timesteps has {count} values but original_samples has {batch} samples; pass "
+                "one timestep, or one per sample."
+            )
         sch = self.schedule
         if self._begin_index is None:
             ts = timesteps.detach().cpu().numpy() if _xp.is_torch(timesteps) else timesteps
             idx = [self.index_for_timestep(float(t)) for t in np.atleast_1d(np.asarray(ts))]
         else:
             k = self._step_index if self._step_index is not None else self._begin_index
-            idx = [k] * int(np.prod(getattr(timesteps, "shape", ()) or (1,)))
+            idx = [k] * count
         sigma = sch.expanded(sch.sigmas).astype(np.float32)[idx]
         sigma = _xp.append_dims(_xp.like(sigma, original_samples), original_samples.ndim)
         return original_samples + noise * sigma

@@ -1,0 +1,285 @@
+"""Validation of what users pass to every public entry point: one layer, one voice.
+
+Each check raises at the boundary, before any state changes, with the exception type a Python
+user expects (``TypeError`` for a wrong type, ``ValueError`` for a wrong value) and a message
+that names the argument, what was given, what is accepted and how to fix it. Checks cost no
+device work: array checks read metadata only, sigma schedules are checked on the host copy.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from . import _xp, noise
+from .schedule import BETA_SCHEDULES, PREDICTION_TYPES, TIMESTEP_SPACINGS
+
+__all__ = [
+    "check_array",
+    "check_eta",
+    "check_like",
+    "check_s_noise",
+    "check_sigmas",
+    "check_step_inputs",
+    "is_int",
+    "timestep_value",
+    "to_scalar",
+    "validate_config",
+]
+
+
+def is_int(value: object) -> bool:
+    """Return whether ``value`` is an integer (a bool is not)."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _is_real(value: object) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def _check_choice(name: str, value: object, choices: Sequence[str]) -> None:
+    if value not in choices:
+        accepted = ", ".join(repr(c) for c in choices)
+        raise ValueError(f"{name}={value!r} is not supported; expected one of {accepted}.")
+
+
+def _check_number(name: str, value: object, accepted: str) -> None:
+    if not _is_real(value):
+        raise TypeError(f"{name}={value!r} is a {type(value).__name__}; expected {accepted}.")
+
+
+def _check_bool(name: str, value: object) -> None:
+    # a JSON string such as "false" is truthy: accepting it would silently flip the option
+    if not isinstance(value, bool | np.bool_):
+        raise TypeError(f"{name}={value!r} is a {type(value).__name__}; expected True or False.")
+
+
+def _check_fraction(name: str, value: object) -> float:
+    _check_number(name, value, "a number in (0, 1)")
+    if not 0.0 < float(value) < 1.0:  # type: ignore[arg-type]
+        raise ValueError(f"{name}={value!r} is outside (0, 1); a beta is a variance fraction.")
+    return float(value)  # type: ignore[arg-type]
+
+
+def validate_config(cfg: Mapping[str, Any]) -> None:
+    """Raise for any constructor argument that cannot give a valid schedule.
+
+    Raises
+    ------
+    ValueError
+        A value outside its range, an unknown option, or options that contradict each other.
+    TypeError
+        A value of the wrong type (a string ``"false"`` for a boolean, say).
+    ImportError
+        ``use_beta_sigmas=True`` without scipy.
+    """
+    _check_choice("beta_schedule", cfg["beta_schedule"], BETA_SCHEDULES)
+    _check_choice("prediction_type", cfg["prediction_type"], PREDICTION_TYPES)
+    _check_choice("timestep_spacing", cfg["timestep_spacing"], TIMESTEP_SPACINGS)
+    t = cfg["num_train_timesteps"]
+    if not is_int(t) or t < 1:
+        raise ValueError(f"num_train_timesteps={t!r} is invalid; expected an integer >= 1.")
+    betas = cfg["trained_betas"]
+    if betas is not None:
+        arr = np.asarray(betas, dtype=np.float64) if not isinstance(betas, str) else None
+        if arr is None or arr.ndim != 1 or len(arr) != t:
+            got = "a string" if arr is None else f"shape {arr.shape}"
+            raise ValueError(
+                f"trained_betas has {got} but num_train_timesteps={t}; pass one beta per "
+                f"training timestep (a 1-D sequence of length {t})."
+            )
+        if not np.all((arr > 0) & (arr < 1)):
+            bad = float(arr[~((arr > 0) & (arr < 1))][0])
+            raise ValueError(
+                f"trained_betas contains {bad!r}, outside (0, 1); every beta must be a variance "
+                "fraction strictly between 0 and 1."
+            )
+    elif cfg["beta_schedule"] != "squaredcos_cap_v2":
+        start = _check_fraction("beta_start", cfg["beta_start"])
+        end = _check_fraction("beta_end", cfg["beta_end"])
+        if start > end:
+            raise ValueError(
+                f"beta_start={start!r} is larger than beta_end={end!r}; betas must not decrease."
+            )
+    for key in (
+        "use_karras_sigmas",
+        "use_exponential_sigmas",
+        "use_beta_sigmas",
+        "discard_penultimate_sigma",
+    ):
+        _check_bool(key, cfg[key])
+    chosen = [k for k in ("karras", "exponential", "beta") if cfg[f"use_{k}_sigmas"]]
+    if len(chosen) > 1:
+        raise ValueError(
+            f"use_{chosen[0]}_sigmas and use_{chosen[1]}_sigmas are both True; choose at most "
+            "one of use_karras_sigmas, use_exponential_sigmas, use_beta_sigmas."
+        )
+    if cfg["use_beta_sigmas"]:
+        try:
+            import scipy.special  # noqa: F401
+        except ImportError:
+            raise ImportError(
+                "use_beta_sigmas=True needs scipy; install it with `pip install scipy`."
+            ) from None
+    off = cfg["steps_offset"]
+    if not is_int(off) or off < 0:
+        raise ValueError(f"steps_offset={off!r} is invalid; expected an integer >= 0.")
+    check_eta(cfg["eta"])
+    check_s_noise(cfg["s_noise"])
+
+
+def check_eta(eta: object) -> float:
+    """Return ``eta`` as a float if it is a number in ``[0, 1]``, else raise."""
+    _check_number("eta", eta, "a number in [0, 1]")
+    if not 0.0 <= float(eta) <= 1.0:  # type: ignore[arg-type]
+        raise ValueError(
+            f"eta={eta!r} is outside [0, 1]; 0 is deterministic DPM2, 1 full ancestral noise."
+        )
+    return float(eta)  # type: ignore[arg-type]
+
+
+def check_s_noise(s_noise: object) -> float:
+    """Return ``s_noise`` as a float if it is a finite number ``>= 0``, else raise."""
+    _check_number("s_noise", s_noise, "a finite number >= 0")
+    value = float(s_noise)  # type: ignore[arg-type]
+    if not (math.isfinite(value) and value >= 0):
+        raise ValueError(f"s_noise={s_noise!r} is invalid; expected a finite number >= 0.")
+    return value
+
+
+def check_array(name: str, value: Any) -> bool:
+    """Raise unless ``value`` is a floating-point NumPy array or torch tensor.
+
+    Returns
+    -------
+    bool
+        Whether it is a torch tensor.
+    """
+    if isinstance(value, np.ndarray):
+        floating, torch_in = value.dtype.kind == "f", False
+    elif _xp.is_torch(value):
+        floating, torch_in = value.is_floating_point(), True
+    else:
+        raise TypeError(
+            f"{name} is a {type(value).__name__}; expected a numpy.ndarray or a torch.Tensor of "
+            "floats (convert it with np.asarray(...) or torch.as_tensor(...))."
+        )
+    if not floating:
+        raise TypeError(
+            f"{name} has dtype {value.dtype}, not a floating-point type; convert it, e.g. "
+            f"{name}.float() or {name}.astype(np.float32)."
+        )
+    return torch_in
+
+
+def check_like(name: str, value: Any, x: Any, what: str) -> None:
+    """Raise unless ``value`` (what a callable returned) is an array of ``x``'s kind and shape."""
+    same_kind = isinstance(value, np.ndarray) if isinstance(x, np.ndarray) else _xp.is_torch(value)
+    if not same_kind:
+        raise TypeError(
+            f"{name} returned a {type(value).__name__}; expected {what} of the same type as x "
+            f"({type(x).__name__}) and shape {tuple(x.shape)}."
+        )
+    if tuple(value.shape) != tuple(x.shape):
+        raise ValueError(
+            f"{name} returned shape {tuple(value.shape)} but x has shape {tuple(x.shape)}; "
+            f"it must return {what} shaped like x."
+        )
+
+
+def check_sigmas(sigmas: np.ndarray, name: str = "sigmas") -> None:
+    """Raise unless ``sigmas`` (a host copy) is a usable schedule.
+
+    Shape ``(n + 1,)`` or ``(n + 1, B)`` with ``n >= 1``; finite, ``>= 0`` and non-increasing
+    along the first axis. A schedule that stops above 0 is legal (a partial run).
+    """
+    if sigmas.ndim not in (1, 2):
+        raise ValueError(
+            f"{name} has shape {sigmas.shape}; expected (n + 1,) or (n + 1, B) for per-sample "
+            "sigmas."
+        )
+    if len(sigmas) < 2:
+        raise ValueError(
+            f"{name} has {len(sigmas)} value(s); expected at least 2 (n + 1 noise levels for n "
+            "steps, usually ending in 0)."
+        )
+    if sigmas.dtype.kind not in "fiu":
+        raise TypeError(f"{name} has dtype {sigmas.dtype}; expected real numbers.")
+    finite = np.isfinite(sigmas)
+    if not finite.all():
+        raise ValueError(
+            f"{name} contains {sigmas[~finite].flat[0]!r}; every noise level must be finite."
+        )
+    if (sigmas < 0).any():
+        raise ValueError(
+            f"{name} contains {sigmas[sigmas < 0].flat[0]!r}; noise levels must be >= 0."
+        )
+    rising = np.flatnonzero((np.diff(sigmas, axis=0) > 0).reshape(len(sigmas) - 1, -1).any(axis=1))
+    if len(rising):
+        i = int(rising[0])
+        raise ValueError(
+            f"{name} increases at index {i} ({sigmas[i].tolist()!r} -> "
+            f"{sigmas[i + 1].tolist()!r}); a schedule goes from high noise to low, so it must "
+            "not increase."
+        )
+
+
+def to_scalar(name: str, value: Any, accepted: str) -> float:
+    """Read a Python/NumPy number, a 0-d array or a 0-d tensor as a float, else raise TypeError."""
+    if _is_real(value) or (isinstance(value, np.generic) and value.dtype.kind in "fiu"):
+        return float(value)
+    if (isinstance(value, np.ndarray) or _xp.is_torch(value)) and tuple(value.shape) == ():
+        return _xp.to_float(value)
+    raise TypeError(f"{name}={value!r} is a {type(value).__name__}; expected {accepted}.")
+
+
+def check_step_inputs(model_output: Any, sample: Any, generator: Any) -> None:
+    """Raise for ``step`` inputs of the wrong kind, dtype or shape (metadata only: no sync).
+
+    Raises
+    ------
+    TypeError
+        Not both NumPy arrays or both tensors, a non-float sample, a wrong kind of generator.
+    ValueError
+        Shapes that differ, or a list of generators whose length is not the batch size.
+    """
+    if isinstance(sample, np.ndarray):
+        torch_in, ok = False, isinstance(model_output, np.ndarray)
+    else:
+        torch = _xp.torch_module()
+        torch_in = torch is not None and isinstance(sample, torch.Tensor)
+        ok = torch is not None and torch_in and isinstance(model_output, torch.Tensor)
+    if not ok:
+        raise TypeError(
+            f"model_output is a {type(model_output).__name__} and sample is a "
+            f"{type(sample).__name__}; both must be torch tensors or both NumPy arrays."
+        )
+    floating = sample.is_floating_point() if torch_in else sample.dtype.kind == "f"  # pyright: ignore[reportAttributeAccessIssue]
+    if not floating:
+        raise TypeError(
+            f"sample has dtype {sample.dtype}, not a floating-point type; convert it, e.g. "
+            "sample.float() or sample.astype(np.float32)."
+        )
+    if model_output.shape != sample.shape:
+        raise ValueError(
+            f"model_output has shape {tuple(model_output.shape)} but sample has shape "
+            f"{tuple(sample.shape)}; they must be equal."
+        )
+    if generator is not None:
+        noise.check_generator(generator, sample)
+
+
+def timestep_value(timestep: Any) -> float:
+    """Read a timestep given to the scheduler: a number, or a one-element array or tensor."""
+    accepted = "a number or a one-element tensor from scheduler.timesteps"
+    if isinstance(timestep, np.ndarray) or _xp.is_torch(timestep):
+        if int(np.prod(timestep.shape)) != 1:
+            raise ValueError(
+                f"timestep has shape {tuple(timestep.shape)}; expected one timestep ({accepted})."
+            )
+        return _xp.to_float(timestep)
+    return to_scalar("timestep", timestep, accepted)
