@@ -31,7 +31,10 @@ def test_default_digits_run_writes_png_and_npy(tmp_path, capsys):
     code, out, err = _run(
         ["sample", "--num-samples", 6, "--steps", 3, "--out", png, "--npy", npy], capsys
     )
-    assert (code, err) == (0, "")
+    assert code == 0
+    # the only thing on stderr: 3 steps is too few for good digits, and the user is told so
+    assert err.startswith("kdpm2: warning: 3 steps is below the 20 (or 10 with --karras)"), err
+    assert len(err.splitlines()) == 1
     assert f"wrote 6 digits to {png} and {npy} (3 steps, 5 model calls, numpy" in out
     samples = np.load(npy)
     assert samples.shape == (6, 8, 8)
@@ -95,7 +98,8 @@ def test_gmm_run_writes_points_near_the_mixture(tmp_path, capsys):
         (["sample", "--num-samples", "-3"], "--num-samples must be between 1 and"),
         (["sample", "--eta", "nan"], "--eta must be between 0 and 1, got nan"),
         (["sample", "--eta", "1.5"], "--eta must be between 0 and 1, got 1.5"),
-        (["sample", "--seed", "-1"], "--seed must be >= 0"),
+        (["sample", "--seed", "-1"], "--seed must be between 0 and 2**64 - 1, got -1"),
+        (["sample", "--seed", str(2**64)], "--seed must be between 0 and 2**64 - 1"),
         (["sample", "--model", "cats"], "invalid choice: 'cats'"),
         (["sample", "--backend", "jax"], "invalid choice: 'jax'"),
         (["sample", "--out", "pic.jpg"], "--out 'pic.jpg' must end in .png"),
@@ -154,7 +158,7 @@ def test_progress_bar_ticks_once_per_step(monkeypatch, capsys):
 def test_no_progress_bar_when_stderr_is_not_a_terminal(tmp_path, capsys):
     """If this fails, logs and pipes fill with progress-bar escape codes."""
     code, out, err = _run(
-        ["sample", "--num-samples", 2, "--steps", 2, "--out", tmp_path / "x.png"], capsys
+        ["sample", "--num-samples", 2, "--steps", 20, "--out", tmp_path / "x.png"], capsys
     )
     assert (code, err) == (0, "")
     assert out.startswith("wrote 2 digits")
@@ -219,7 +223,7 @@ _NO_TORCH_SCRIPT = textwrap.dedent(
     sys.modules["torch"] = None  # any `import torch` now raises ImportError
     from kdpm2.cli import main
     out = sys.argv[1]
-    rc = main(["sample", "--num-samples", "3", "--steps", "2", "--backend", "numpy",
+    rc = main(["sample", "--num-samples", "3", "--steps", "20", "--backend", "numpy",
                "--out", out + "/a.png", "--npy", out + "/a.npy"])
     assert rc == 0, rc
     rc = main(["sample", "--model", "gmm", "--num-samples", "3", "--steps", "2",
@@ -231,6 +235,64 @@ _NO_TORCH_SCRIPT = textwrap.dedent(
     sys.exit(main(["sample", "--backend", "torch", "--out", out + "/c.png"]))
     """
 )
+
+
+def test_few_steps_warn_once_and_enough_steps_stay_silent(tmp_path, capsys):
+    """Below the step counts where the README's quality table passes (20, or 10 with Karras
+    sigmas) the run says so on stderr; at those counts, and with -q, it does not."""
+    png = tmp_path / "x.png"
+    for argv, warned in (
+        (["--steps", 9, "--karras"], True),
+        (["--steps", 10, "--karras"], False),
+        (["--steps", 19], True),
+        (["--steps", 19, "-q"], False),
+        (["--model", "gmm", "--steps", 2], False),
+    ):
+        code, _, err = _run(["sample", "--num-samples", 2, "--out", png, *argv], capsys)
+        assert code == 0
+        assert ("warning:" in err) == warned, (argv, err)
+
+
+def test_missing_optional_package_is_found_before_any_work(tmp_path, capsys, monkeypatch):
+    """Without Pillow (a plain `pip install kdpm2`) the run stops at once with the install line,
+    exit code 2, and writes nothing (it used to sample first, then fail on the PNG)."""
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "PIL" else real(name, *a)
+    )
+    monkeypatch.setattr(cli, "sample", lambda *a, **k: pytest.fail("sampled first"))
+    code, out, err = _run(["sample", "--model", "gmm", "--out", tmp_path / "g.png"], capsys)
+    assert (code, out) == (2, "")
+    assert err.startswith("kdpm2: error: Pillow is not installed")
+    assert "pip install 'kdpm2[cli]'" in err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_huge_seeds_work_on_both_backends(tmp_path, capsys):
+    """The largest seed a torch.Generator takes runs on both backends (it used to overflow)."""
+    pytest.importorskip("torch")
+    for backend in ("numpy", "torch"):
+        code, _, err = _run(
+            [
+                "sample",
+                "--model",
+                "gmm",
+                "--num-samples",
+                3,
+                "--steps",
+                2,
+                "--backend",
+                backend,
+                "--seed",
+                str(2**64 - 1),
+                "--out",
+                tmp_path / f"{backend}.png",
+            ],
+            capsys,
+        )
+        assert (code, err) == (0, "")
 
 
 def test_numpy_backend_never_imports_torch(tmp_path):

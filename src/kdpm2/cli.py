@@ -14,6 +14,7 @@ exit code 2.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import io
 import math
 import sys
@@ -44,6 +45,10 @@ __all__ = [
 PROG = "kdpm2"
 MAX_STEPS = 1000
 MAX_SAMPLES = 100_000
+MAX_SEED = 2**64 - 1  # what a torch.Generator takes; NumPy takes the same range here
+#: Fewest steps at which the digits pass the README's quality check, per sigma spacing
+#: (``scripts/quality_table.py``: default spacing passes at 20, Karras at 10).
+QUALITY_STEPS = {"default": 20, "karras": 10}
 DEFAULT_OUT = Path("kdpm2-samples.png")
 DEFAULT_NUM_SAMPLES = {"digits": 64, "gmm": 1000}
 SAMPLE_SHAPE = {"digits": (IMAGE_SHAPE[0] * IMAGE_SHAPE[1],), "gmm": (2,)}
@@ -121,16 +126,22 @@ def _build_parser() -> argparse.ArgumentParser:
         "--num-samples",
         type=int,
         metavar="N",
-        help=f"number of samples (default: {DEFAULT_NUM_SAMPLES['digits']} digits, "
-        f"{DEFAULT_NUM_SAMPLES['gmm']} gmm points)",
+        help=f"number of samples, 1 to {MAX_SAMPLES} (default: "
+        f"{DEFAULT_NUM_SAMPLES['digits']} digits, {DEFAULT_NUM_SAMPLES['gmm']} gmm points)",
     )
-    sub.add_argument("--steps", type=int, default=20, help="sampler steps (default: 20)")
-    sub.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    sub.add_argument(
+        "--steps",
+        type=int,
+        default=20,
+        help=f"sampler steps, 1 to {MAX_STEPS} (default: 20; digits need about "
+        f"{QUALITY_STEPS['default']}, or {QUALITY_STEPS['karras']} with --karras)",
+    )
+    sub.add_argument("--seed", type=int, default=0, help="random seed, 0 to 2**64 - 1 (default: 0)")
     sub.add_argument(
         "--eta",
         type=float,
         default=1.0,
-        help="ancestral noise: 0 (deterministic DPM2) to 1 (default: 1.0)",
+        help="ancestral noise, 0 (deterministic DPM2) to 1 (default: 1.0)",
     )
     sub.add_argument("--karras", action="store_true", help="use Karras sigmas")
     sub.add_argument(
@@ -201,8 +212,8 @@ def parse_args(argv: Sequence[str] | None = None) -> SampleOptions:
         raise UsageError(f"--steps must be between 1 and {MAX_STEPS}, got {ns.steps}.")
     if not 0.0 <= ns.eta <= 1.0:  # also rejects nan
         raise UsageError(f"--eta must be between 0 and 1, got {ns.eta}.")
-    if ns.seed < 0:
-        raise UsageError(f"--seed must be >= 0, got {ns.seed}.")
+    if not 0 <= ns.seed <= MAX_SEED:
+        raise UsageError(f"--seed must be between 0 and 2**64 - 1, got {ns.seed}.")
     _check_output_path("--out", ns.out, ".png")
     if ns.npy is not None:
         _check_output_path("--npy", ns.npy, ".npy")
@@ -228,6 +239,39 @@ def _require_torch() -> None:
             "--backend torch needs torch, which is not installed; install it with "
             "`pip install 'kdpm2[torch]'` or use --backend numpy."
         ) from None
+
+
+def check_installed(options: SampleOptions) -> None:
+    """Raise :class:`UsageError` before any work if an optional package the run needs is missing.
+
+    Pillow writes the PNG; safetensors reads the bundled digits weights; torch runs
+    ``--backend torch``.
+    """
+    if options.backend == "torch":
+        _require_torch()
+    needs = [("PIL", "Pillow", "writing the PNG")]
+    if options.model == "digits":
+        needs.append(("safetensors", "safetensors", "reading the bundled digits weights"))
+    for module, package, why in needs:
+        if importlib.util.find_spec(module) is None:
+            raise UsageError(
+                f"{package} is not installed but is needed for {why}; install it with "
+                "`pip install 'kdpm2[cli]'`."
+            )
+
+
+def few_steps_warning(options: SampleOptions) -> str | None:
+    """Return a one-line warning when ``--steps`` is below where the digits look like digits."""
+    spacing = "karras" if options.karras else "default"
+    enough = QUALITY_STEPS[spacing]
+    if options.model != "digits" or options.steps >= enough:
+        return None
+    hint = "" if options.karras else " (or 10 with --karras)"
+    return (
+        f"warning: {options.steps} steps is below the {enough}{hint} at which the digits pass "
+        "the README's quality check; DPM2 a adds fresh noise at every step, so with few steps "
+        "expect noisy, saturated samples."
+    )
 
 
 def build_model(options: SampleOptions) -> Callable[[Any, Any], Any]:
@@ -483,6 +527,10 @@ def write_outputs(options: SampleOptions, output: np.ndarray) -> list[Path]:
 
 
 def _run_sample(options: SampleOptions) -> int:
+    check_installed(options)
+    warning = few_steps_warning(options)
+    if warning is not None and not options.quiet:
+        print(f"{PROG}: {warning}", file=sys.stderr)
     model = build_model(options)
     scheduler = build_scheduler(options)
     start = time.perf_counter()
