@@ -142,7 +142,7 @@ def test_set_timesteps_errors():
     sch = Scheduler()
     with pytest.raises(ValueError, match="num_inference_steps=0 is invalid"):
         sch.set_timesteps(0)
-    with pytest.raises(ValueError, match=r"num_inference_steps=2\.5 is invalid"):
+    with pytest.raises(TypeError, match=r"num_inference_steps=2\.5 is a float; expected an int"):
         sch.set_timesteps(2.5)
     with pytest.raises(ValueError, match="timestep_spacing='leading' gives at most"):
         Scheduler(timestep_spacing="leading").set_timesteps(1001)

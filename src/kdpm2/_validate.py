@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -19,8 +19,10 @@ from . import _xp, noise
 from .schedule import BETA_SCHEDULES, PREDICTION_TYPES, TIMESTEP_SPACINGS
 
 __all__ = [
+    "a_type",
     "check_array",
     "check_eta",
+    "check_int",
     "check_like",
     "check_s_noise",
     "check_sigmas",
@@ -32,9 +34,32 @@ __all__ = [
 ]
 
 
+def a_type(value: object) -> str:
+    """Name ``value``'s type with its article: ``"a str"``, ``"an int"``."""
+    name = type(value).__name__
+    return f"{'an' if name[0].lower() in 'aeiou' else 'a'} {name}"
+
+
+def _positive(value: int) -> bool:
+    return value >= 1
+
+
 def is_int(value: object) -> bool:
     """Return whether ``value`` is an integer (a bool is not)."""
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def check_int(name: str, value: object, valid: Callable[[int], bool], accepted: str) -> int:
+    """Return ``value`` as an int if it is an integer for which ``valid`` holds, else raise.
+
+    ``TypeError`` for a non-integer (a float, a string, a bool), ``ValueError`` for an integer
+    out of range; both messages end with ``expected {accepted}.``
+    """
+    if not is_int(value):
+        raise TypeError(f"{name}={value!r} is {a_type(value)}; expected {accepted}.")
+    if not valid(int(value)):  # type: ignore[call-overload]
+        raise ValueError(f"{name}={value!r} is invalid; expected {accepted}.")
+    return int(value)  # type: ignore[call-overload]
 
 
 def _is_real(value: object) -> bool:
@@ -49,13 +74,13 @@ def _check_choice(name: str, value: object, choices: Sequence[str]) -> None:
 
 def _check_number(name: str, value: object, accepted: str) -> None:
     if not _is_real(value):
-        raise TypeError(f"{name}={value!r} is a {type(value).__name__}; expected {accepted}.")
+        raise TypeError(f"{name}={value!r} is {a_type(value)}; expected {accepted}.")
 
 
 def _check_bool(name: str, value: object) -> None:
     # a JSON string such as "false" is truthy: accepting it would silently flip the option
     if not isinstance(value, bool | np.bool_):
-        raise TypeError(f"{name}={value!r} is a {type(value).__name__}; expected True or False.")
+        raise TypeError(f"{name}={value!r} is {a_type(value)}; expected True or False.")
 
 
 def _check_fraction(name: str, value: object) -> float:
@@ -80,9 +105,7 @@ def validate_config(cfg: Mapping[str, Any]) -> None:
     _check_choice("beta_schedule", cfg["beta_schedule"], BETA_SCHEDULES)
     _check_choice("prediction_type", cfg["prediction_type"], PREDICTION_TYPES)
     _check_choice("timestep_spacing", cfg["timestep_spacing"], TIMESTEP_SPACINGS)
-    t = cfg["num_train_timesteps"]
-    if not is_int(t) or t < 1:
-        raise ValueError(f"num_train_timesteps={t!r} is invalid; expected an integer >= 1.")
+    t = check_int("num_train_timesteps", cfg["num_train_timesteps"], _positive, "an integer >= 1")
     betas = cfg["trained_betas"]
     if betas is not None:
         arr = np.asarray(betas, dtype=np.float64) if not isinstance(betas, str) else None
@@ -125,9 +148,7 @@ def validate_config(cfg: Mapping[str, Any]) -> None:
             raise ImportError(
                 "use_beta_sigmas=True needs scipy; install it with `pip install scipy`."
             ) from None
-    off = cfg["steps_offset"]
-    if not is_int(off) or off < 0:
-        raise ValueError(f"steps_offset={off!r} is invalid; expected an integer >= 0.")
+    check_int("steps_offset", cfg["steps_offset"], lambda v: v >= 0, "an integer >= 0")
     check_eta(cfg["eta"])
     check_s_noise(cfg["s_noise"])
 
@@ -165,7 +186,7 @@ def check_array(name: str, value: Any) -> bool:
         floating, torch_in = value.is_floating_point(), True
     else:
         raise TypeError(
-            f"{name} is a {type(value).__name__}; expected a numpy.ndarray or a torch.Tensor of "
+            f"{name} is {a_type(value)}; expected a numpy.ndarray or a torch.Tensor of "
             "floats (convert it with np.asarray(...) or torch.as_tensor(...))."
         )
     if not floating:
@@ -212,11 +233,11 @@ def check_sigmas(sigmas: np.ndarray, name: str = "sigmas") -> None:
     finite = np.isfinite(sigmas)
     if not finite.all():
         raise ValueError(
-            f"{name} contains {sigmas[~finite].flat[0]!r}; every noise level must be finite."
+            f"{name} contains {sigmas[~finite].flat[0].item()!r}; every noise level must be finite."
         )
     if (sigmas < 0).any():
         raise ValueError(
-            f"{name} contains {sigmas[sigmas < 0].flat[0]!r}; noise levels must be >= 0."
+            f"{name} contains {sigmas[sigmas < 0].flat[0].item()!r}; noise levels must be >= 0."
         )
     rising = np.flatnonzero((np.diff(sigmas, axis=0) > 0).reshape(len(sigmas) - 1, -1).any(axis=1))
     if len(rising):
@@ -234,7 +255,7 @@ def to_scalar(name: str, value: Any, accepted: str) -> float:
         return float(value)
     if (isinstance(value, np.ndarray) or _xp.is_torch(value)) and tuple(value.shape) == ():
         return _xp.to_float(value)
-    raise TypeError(f"{name}={value!r} is a {type(value).__name__}; expected {accepted}.")
+    raise TypeError(f"{name}={value!r} is {a_type(value)}; expected {accepted}.")
 
 
 def check_step_inputs(model_output: Any, sample: Any, generator: Any) -> None:
@@ -255,8 +276,8 @@ def check_step_inputs(model_output: Any, sample: Any, generator: Any) -> None:
         ok = torch is not None and torch_in and isinstance(model_output, torch.Tensor)
     if not ok:
         raise TypeError(
-            f"model_output is a {type(model_output).__name__} and sample is a "
-            f"{type(sample).__name__}; both must be torch tensors or both NumPy arrays."
+            f"model_output is {a_type(model_output)} and sample is "
+            f"{a_type(sample)}; both must be torch tensors or both NumPy arrays."
         )
     floating = sample.is_floating_point() if torch_in else sample.dtype.kind == "f"  # pyright: ignore[reportAttributeAccessIssue]
     if not floating:

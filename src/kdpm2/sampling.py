@@ -10,12 +10,13 @@ import numpy as np
 
 from . import _math, _xp
 from ._validate import (
+    a_type,
     check_array,
     check_eta,
+    check_int,
     check_like,
     check_s_noise,
     check_sigmas,
-    is_int,
     to_scalar,
 )
 from .noise import NoiseSampler, draw
@@ -165,12 +166,7 @@ def get_sigmas_from_config(config: Any, n: int, device: Any = None) -> Any:
 
 
 def _check_steps(n: Any) -> None:
-    if not is_int(n):
-        raise TypeError(
-            f"n={n!r} is a {type(n).__name__}; expected an integer >= 1 (the number of steps)."
-        )
-    if n < 1:
-        raise ValueError(f"n={n!r} is invalid; expected an integer >= 1 (the number of steps).")
+    check_int("n", n, lambda v: v >= 1, "an integer >= 1 (the number of steps)")
 
 
 def _check_range(n: Any, sigma_min: Any, sigma_max: Any) -> tuple[float, float]:
@@ -197,7 +193,7 @@ def _config_of(config: Any, name: str) -> Mapping[str, Any]:
         config = getattr(config, "config", config)
     if not isinstance(config, Mapping):
         raise TypeError(
-            f"{name} is a {type(config).__name__}; expected a scheduler config (a mapping) or a "
+            f"{name} is {a_type(config)}; expected a scheduler config (a mapping) or a "
             "scheduler (its .config is used)."
         )
     return config
@@ -229,7 +225,7 @@ def denoiser_from_network(
     """
     if not callable(network):
         raise TypeError(
-            f"network is a {type(network).__name__}; expected a callable "
+            f"network is {a_type(network)}; expected a callable "
             "network(x_in, t, **kwargs) -> output."
         )
     cfg = ScheduleConfig.from_mapping(_config_of(config, "config"))
@@ -253,7 +249,7 @@ def _host_sigmas(sigmas: Any) -> np.ndarray:
         return sigmas.detach().cpu().numpy()
     if isinstance(sigmas, str | bytes) or sigmas is None:
         raise TypeError(
-            f"sigmas is a {type(sigmas).__name__}; expected an array of noise levels, shape "
+            f"sigmas is {a_type(sigmas)}; expected an array of noise levels, shape "
             "(n + 1,) or (n + 1, B)."
         )
     try:
@@ -358,11 +354,11 @@ def sample_dpm_2_ancestral(
     check_array("x", x)
     eta, s_noise = check_eta(eta), check_s_noise(s_noise)
     for name, fn in (("model", model), ("noise_sampler", noise_sampler), ("callback", callback)):
-        if fn is not None and not callable(fn):
-            raise TypeError(f"{name} is a {type(fn).__name__}; expected a callable.")
+        if (fn is not None or name == "model") and not callable(fn):
+            raise TypeError(f"{name} is {a_type(fn)}; expected a callable.")
     if extra_args is not None and not isinstance(extra_args, Mapping):
         raise TypeError(
-            f"extra_args is a {type(extra_args).__name__}; expected a mapping of keyword "
+            f"extra_args is {a_type(extra_args)}; expected a mapping of keyword "
             "arguments for the model."
         )
     extra = {} if extra_args is None else dict(extra_args)

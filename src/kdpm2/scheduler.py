@@ -15,7 +15,14 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 
 from . import _math, _xp, noise
-from ._validate import check_array, check_step_inputs, is_int, timestep_value, validate_config
+from ._validate import (
+    a_type,
+    check_array,
+    check_int,
+    check_step_inputs,
+    timestep_value,
+    validate_config,
+)
 from .config import ConfigMixin, register_to_config
 from .output import KDPM2AncestralDiscreteSchedulerOutput
 from .schedule import (
@@ -166,16 +173,19 @@ class KDPM2AncestralSchedulerCore:
             ``num_inference_steps`` is not an integer >= 1, or exceeds ``num_train_timesteps``
             with ``leading``/``trailing`` spacing.
         """
-        n = _as_int(num_inference_steps)
-        if not is_int(n) or n < 1:
-            raise ValueError(
-                f"num_inference_steps={n!r} is invalid; expected an integer >= 1 "
-                "(the number of denoising steps)."
-            )
-        t_train = _as_int(num_train_timesteps) or self.config["num_train_timesteps"]
-        if not is_int(t_train) or t_train < 1:
-            raise ValueError(
-                f"num_train_timesteps={num_train_timesteps!r} is invalid; expected an integer >= 1."
+        n = check_int(
+            "num_inference_steps",
+            _as_int(num_inference_steps),
+            lambda v: v >= 1,
+            "an integer >= 1 (the number of denoising steps)",
+        )
+        t_train = self.config["num_train_timesteps"]
+        if num_train_timesteps is not None:
+            t_train = check_int(
+                "num_train_timesteps",
+                _as_int(num_train_timesteps),
+                lambda v: v >= 1,
+                "an integer >= 1",
             )
         spacing = self.config["timestep_spacing"]
         n_built = n + 1 if self.config["discard_penultimate_sigma"] else n
@@ -290,12 +300,12 @@ class KDPM2AncestralSchedulerCore:
             ``begin_index`` is not an index of ``timesteps``.
         """
         n = len(self.schedule.timesteps)
-        if not is_int(begin_index) or not 0 <= begin_index < n:
-            raise ValueError(
-                f"begin_index={begin_index!r} is invalid; expected an integer in [0, {n - 1}] "
-                f"(an index of scheduler.timesteps)."
-            )
-        self._begin_index = int(begin_index)
+        self._begin_index = check_int(
+            "begin_index",
+            begin_index,
+            lambda v: 0 <= v < n,
+            f"an integer in [0, {n - 1}] (an index of scheduler.timesteps)",
+        )
 
     @property
     def state_in_first_order(self) -> bool:
@@ -383,6 +393,8 @@ class KDPM2AncestralSchedulerCore:
         array
             Same type, shape and dtype as ``sample``.
         """
+        if not isinstance(sample, np.ndarray) and not _xp.is_torch(sample):
+            check_array("sample", sample)  # raises, naming what was given
         k = self._step_index = self._call_index(timestep, "scale_model_input")
         return sample / float(self._schedule.call_scales[k])  # type: ignore[union-attr]
 
@@ -489,8 +501,8 @@ class KDPM2AncestralSchedulerCore:
         torch_in = check_array("original_samples", original_samples)
         if check_array("noise", noise) != torch_in or noise.shape != original_samples.shape:
             raise ValueError(
-                f"noise is a {type(noise).__name__} of shape {tuple(noise.shape)} but "
-                f"original_samples a {type(original_samples).__name__} of shape "
+                f"noise is {a_type(noise)} of shape {tuple(noise.shape)} but "
+                f"original_samples {a_type(original_samples)} of shape "
                 f"{tuple(original_samples.shape)}; they must be of one kind and shape."
             )
         count = int(np.prod(getattr(timesteps, "shape", ()) or (1,)))

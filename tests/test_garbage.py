@@ -1,0 +1,209 @@
+"""Random garbage at every public entry point: only the documented exceptions, no state change.
+
+Each public function and method gets, in one argument at a time, values of the wrong type,
+NaN and inf, huge and negative numbers, empty and wrongly shaped arrays. A call may succeed
+(garbage that happens to be valid) or raise TypeError or ValueError (TimestepNotInScheduleError
+is a ValueError); anything else (AttributeError, IndexError from deep inside, a NumPy or torch
+error) means some input reaches the arithmetic unchecked. A scheduler's loop state must be the
+same after a rejected call. Huge but finite values (an s_noise of 1e39, say) are valid and may
+overflow a float32 sample to inf: that is arithmetic, not a missed check, so overflow warnings
+are not errors here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import kdpm2
+import kdpm2.scheduler
+
+ACCEPTED = (TypeError, ValueError)
+pytestmark = pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")
+
+garbage = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.text(max_size=5),
+    st.integers(min_value=-(2**70), max_value=2**70),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.lists(st.floats(allow_nan=True, allow_infinity=True, width=32), max_size=4),
+    st.dictionaries(st.text(max_size=3), st.integers(), max_size=2),
+    st.sampled_from(
+        [
+            np.array([]),
+            np.zeros((0, 2), np.float32),
+            np.ones((3, 5), np.float32),
+            np.ones((2, 2), np.int32),
+            np.array([np.nan, 1.0]),
+            np.array(["a", "b"]),
+            np.float32(np.inf),
+            object(),
+            [[1.0], [1.0, 2.0]],
+        ]
+    ),
+)
+
+X = np.ones((2, 2), np.float32)
+
+
+def _denoiser(x, sigma):
+    return x * 0
+
+
+def _state(sch):
+    return (sch.step_index, sch.begin_index, sch.sample is None, sch.num_inference_steps)
+
+
+def _call(fn):
+    with contextlib.suppress(*ACCEPTED):
+        fn()
+
+
+@settings(suppress_health_check=[HealthCheck.too_slow], deadline=None)
+@given(
+    value=garbage,
+    where=st.sampled_from(
+        [
+            "scale.sample",
+            "scale.timestep",
+            "step.model_output",
+            "step.timestep",
+            "step.sample",
+            "step.generator",
+            "add_noise.original",
+            "add_noise.noise",
+            "add_noise.timesteps",
+            "set_timesteps",
+            "set_begin_index",
+        ]
+    ),
+    cls=st.sampled_from(["public", "own"]),
+)
+def test_scheduler_methods(value, where, cls):
+    """Scheduler methods reject garbage with TypeError/ValueError and keep their state."""
+    Scheduler = (
+        kdpm2.KDPM2AncestralDiscreteScheduler
+        if cls == "public"
+        else kdpm2.scheduler.KDPM2AncestralDiscreteScheduler
+    )
+    sch = Scheduler()
+    sch.set_timesteps(3)
+    t = float(np.asarray(sch.timesteps)[0])
+    sch.step(X, t, X, generator=np.random.default_rng(0))  # mid step: a sample is kept
+    before = _state(sch)
+    method, _, arg = where.partition(".")
+    args = {
+        "scale": lambda v: sch.scale_model_input(*{"sample": (v, t), "timestep": (X, v)}[arg]),
+        "step": lambda v: sch.step(
+            **{
+                "model_output": X,
+                "timestep": t,
+                "sample": X,
+                "generator": np.random.default_rng(1),
+                arg: v,
+            }
+        ),
+        "add_noise": lambda v: sch.add_noise(
+            *{
+                "original": (v, X, np.array([t])),
+                "noise": (X, v, np.array([t])),
+                "timesteps": (X, X, v),
+            }[arg]
+        ),
+        "set_timesteps": lambda v: sch.set_timesteps(v),
+        "set_begin_index": lambda v: sch.set_begin_index(v),
+    }[method]
+    try:
+        args(value)
+    except ACCEPTED:
+        assert _state(sch) == before
+    # the timestep only matters at a loop's start; later calls ignore it, as in diffusers
+
+
+@settings(suppress_health_check=[HealthCheck.too_slow], deadline=None)
+@given(
+    value=garbage,
+    key=st.sampled_from(
+        [
+            "num_train_timesteps",
+            "beta_start",
+            "beta_end",
+            "beta_schedule",
+            "trained_betas",
+            "use_karras_sigmas",
+            "prediction_type",
+            "timestep_spacing",
+            "steps_offset",
+            "eta",
+            "s_noise",
+            "discard_penultimate_sigma",
+        ]
+    ),
+)
+def test_constructor(value, key):
+    """Every constructor argument is checked: garbage gives TypeError or ValueError."""
+    _call(lambda: kdpm2.scheduler.KDPM2AncestralDiscreteScheduler(**{key: value}))
+
+
+@settings(suppress_health_check=[HealthCheck.too_slow], deadline=None)
+@given(
+    value=garbage,
+    where=st.sampled_from(
+        [
+            "sample.model",
+            "sample.x",
+            "sample.sigmas",
+            "sample.eta",
+            "sample.s_noise",
+            "sample.extra_args",
+            "sample.noise_sampler",
+            "karras.n",
+            "karras.sigma_min",
+            "karras.sigma_max",
+            "karras.rho",
+            "exponential.sigma_max",
+            "from_config.config",
+            "from_config.n",
+            "denoiser.network",
+            "denoiser.config",
+        ]
+    ),
+)
+def test_functional_entry_points(value, where):
+    """The k-diffusion side rejects garbage with TypeError or ValueError only."""
+    fn, _, arg = where.partition(".")
+    sig = kdpm2.get_sigmas_karras(2, 0.1, 10.0)
+    calls = {
+        "sample": lambda: kdpm2.sample_dpm_2_ancestral(
+            **{
+                "model": _denoiser,
+                "x": X,
+                "sigmas": sig,
+                "disable": True,
+                "noise_sampler": lambda a, b: np.zeros_like(X),
+                arg: value,
+            }
+        ),
+        "karras": lambda: kdpm2.get_sigmas_karras(
+            **{"n": 3, "sigma_min": 0.1, "sigma_max": 10.0, arg: value}
+        ),
+        "exponential": lambda: kdpm2.get_sigmas_exponential(
+            **{"n": 3, "sigma_min": 0.1, "sigma_max": 10.0, arg: value}
+        ),
+        "from_config": lambda: kdpm2.get_sigmas_from_config(**{"config": {}, "n": 3, arg: value}),
+        "denoiser": lambda: kdpm2.denoiser_from_network(
+            **{"network": lambda x, t: x, "config": {}, arg: value}
+        )(X, np.ones(2)),
+    }
+    _call(calls[fn])
+
+
+def test_garbage_that_reaches_the_arithmetic_is_caught():
+    """The test above can fail: a raw error from inside (here an AttributeError) escapes it."""
+    with pytest.raises(AttributeError):
+        _call(lambda: None.shape)  # type: ignore[attr-defined]
