@@ -19,7 +19,6 @@ __version__ = "0.1.0"
 
 from ._math import add_scaled as add_scaled
 from ._math import ancestral_split as ancestral_split
-from ._math import dpm2_ancestral_step as dpm2_ancestral_step
 from ._math import log_midpoint as log_midpoint
 from ._math import predict_x0 as predict_x0
 from ._math import to_d as to_d
@@ -27,6 +26,7 @@ from .config import FrozenConfig as FrozenConfig
 from .noise import BrownianTreeNoiseSampler as BrownianTreeNoiseSampler
 from .output import KDPM2AncestralDiscreteSchedulerOutput as KDPM2AncestralDiscreteSchedulerOutput
 from .sampling import denoiser_from_network as denoiser_from_network
+from .sampling import dpm2_ancestral_step as dpm2_ancestral_step
 from .sampling import get_sigmas_exponential as get_sigmas_exponential
 from .sampling import get_sigmas_from_config as get_sigmas_from_config
 from .sampling import get_sigmas_karras as get_sigmas_karras

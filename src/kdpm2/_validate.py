@@ -24,6 +24,7 @@ __all__ = [
     "check_eta",
     "check_int",
     "check_like",
+    "check_noise_level",
     "check_s_noise",
     "check_sigmas",
     "check_step_inputs",
@@ -197,26 +198,55 @@ def check_array(name: str, value: Any) -> bool:
     return torch_in
 
 
-def check_like(name: str, value: Any, x: Any, what: str) -> None:
-    """Raise unless ``value`` (what a callable returned) is an array of ``x``'s kind and shape."""
+def check_like(name: str, value: Any, x: Any, what: str, *, returned: bool = True) -> None:
+    """Raise unless ``value`` is an array of ``x``'s kind and shape.
+
+    ``returned``: ``value`` is what the callable ``name`` returned (else the argument ``name``).
+    """
     same_kind = isinstance(value, np.ndarray) if isinstance(x, np.ndarray) else _xp.is_torch(value)
+    verb, must = ("returned", "it must return") if returned else ("is", "it must be")
+    of = "" if returned else " of"
     if not same_kind:
         raise TypeError(
-            f"{name} returned a {type(value).__name__}; expected {what} of the same type as x "
+            f"{name} {verb} {a_type(value)}; expected {what} of the same type as x "
             f"({type(x).__name__}) and shape {tuple(x.shape)}."
         )
     if tuple(value.shape) != tuple(x.shape):
         raise ValueError(
-            f"{name} returned shape {tuple(value.shape)} but x has shape {tuple(x.shape)}; "
-            f"it must return {what} shaped like x."
+            f"{name} {verb}{of} shape {tuple(value.shape)} but x has shape {tuple(x.shape)}; "
+            f"{must} {what} shaped like x."
         )
+
+
+def check_noise_level(name: str, value: Any, batch: int) -> None:
+    """Raise unless ``value`` is a noise level: a number >= 0, or one per sample (``(batch,)``).
+
+    Host values (Python and NumPy) are checked to be finite and >= 0; tensors only by shape
+    (reading their values could mean a device sync).
+    """
+    if isinstance(value, np.ndarray) or _xp.is_torch(value):
+        if tuple(value.shape) not in ((), (batch,)):
+            raise ValueError(
+                f"{name} has shape {tuple(value.shape)}; expected a scalar or one noise level "
+                f"per sample, shape ({batch},)."
+            )
+        if _xp.is_torch(value):
+            return
+        if value.dtype.kind not in "fiu":
+            raise TypeError(f"{name} has dtype {value.dtype}; expected real numbers.")
+        host = value
+    else:
+        host = np.asarray(to_scalar(name, value, "a number >= 0 or an array of shape (B,)"))
+    if not (np.isfinite(host).all() and (host >= 0).all()):
+        raise ValueError(f"{name}={host.tolist()!r} is invalid; noise levels are finite and >= 0.")
 
 
 def check_sigmas(sigmas: np.ndarray, name: str = "sigmas") -> None:
     """Raise unless ``sigmas`` (a host copy) is a usable schedule.
 
-    Shape ``(n + 1,)`` or ``(n + 1, B)`` with ``n >= 1``; finite, ``>= 0`` and non-increasing
-    along the first axis. A schedule that stops above 0 is legal (a partial run).
+    Shape ``(n + 1,)`` or ``(n + 1, B)`` with ``n >= 1``; finite, ``>= 0``, non-increasing
+    along the first axis, and 0 only at the end. A schedule that stops above 0 is legal (a
+    partial run).
     """
     if sigmas.ndim not in (1, 2):
         raise ValueError(
@@ -238,6 +268,12 @@ def check_sigmas(sigmas: np.ndarray, name: str = "sigmas") -> None:
     if (sigmas < 0).any():
         raise ValueError(
             f"{name} contains {sigmas[sigmas < 0].flat[0].item()!r}; noise levels must be >= 0."
+        )
+    ended = np.flatnonzero((sigmas[:-1] == 0).reshape(len(sigmas) - 1, -1).any(axis=1))
+    if len(ended):
+        raise ValueError(
+            f"{name} reaches 0 at index {int(ended[0])} but goes on; a schedule ends at its "
+            "first 0 (only the last noise level may be 0)."
         )
     rising = np.flatnonzero((np.diff(sigmas, axis=0) > 0).reshape(len(sigmas) - 1, -1).any(axis=1))
     if len(rising):

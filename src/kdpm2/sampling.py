@@ -15,6 +15,7 @@ from ._validate import (
     check_eta,
     check_int,
     check_like,
+    check_noise_level,
     check_s_noise,
     check_sigmas,
     to_scalar,
@@ -33,6 +34,7 @@ __all__ = [
     "Callback",
     "Denoiser",
     "denoiser_from_network",
+    "dpm2_ancestral_step",
     "get_sigmas_exponential",
     "get_sigmas_from_config",
     "get_sigmas_karras",
@@ -103,8 +105,9 @@ def get_sigmas_karras(
     rho : float
         Curvature; 7 in the paper.
     device : str or torch.device, optional
-        If given, a float32 torch tensor on that device (as k-diffusion returns), else a
-        float64 NumPy array.
+        If given (or if a bound is a tensor: its device), a float32 torch tensor there, as
+        k-diffusion returns; else a fresh float64 NumPy array. ``"cpu"`` without torch
+        installed also gives the NumPy array.
     discard_penultimate_sigma : bool
         Build ``n + 1`` levels and drop the last non-zero one (A1111 / ComfyUI for DPM2).
 
@@ -123,7 +126,12 @@ def get_sigmas_karras(
         raise ValueError(f"rho={rho!r} is invalid; expected a finite number > 0 (7 in the paper).")
     m = n + 1 if discard_penultimate_sigma else n
     sigmas = karras_sigmas(lo, hi, m, rho)
-    return _to_device(_append_zero(sigmas[:n]), device)
+    if not np.isfinite(sigmas).all():
+        raise ValueError(
+            f"rho={rho!r} is too small for sigma_max={hi!r}: sigma_max ** (1 / rho) overflows; "
+            "use a larger rho (7 in the paper)."
+        )
+    return _to_device(_append_zero(sigmas[:n]), _device_of(device, sigma_min, sigma_max))
 
 
 def get_sigmas_exponential(
@@ -146,7 +154,7 @@ def get_sigmas_exponential(
     lo, hi = _check_range(n, sigma_min, sigma_max)
     m = n + 1 if discard_penultimate_sigma else n
     sigmas = exponential_sigmas(lo, hi, m)
-    return _to_device(_append_zero(sigmas[:n]), device)
+    return _to_device(_append_zero(sigmas[:n]), _device_of(device, sigma_min, sigma_max))
 
 
 def get_sigmas_from_config(config: Any, n: int, device: Any = None) -> Any:
@@ -167,6 +175,18 @@ def get_sigmas_from_config(config: Any, n: int, device: Any = None) -> Any:
 
 def _check_steps(n: Any) -> None:
     check_int("n", n, lambda v: v >= 1, "an integer >= 1 (the number of steps)")
+
+
+def _device_of(device: Any, *bounds: Any) -> Any:
+    """Return the device for the sigmas: the one given, else a tensor bound's, else ``None``.
+
+    k-diffusion users pass tensor bounds and expect a tensor back; ``None`` means NumPy.
+    """
+    if device is None:
+        for bound in bounds:
+            if _xp.is_torch(bound):
+                return bound.device
+    return device
 
 
 def _check_range(n: Any, sigma_min: Any, sigma_max: Any) -> tuple[float, float]:
@@ -241,6 +261,73 @@ def denoiser_from_network(
         return _math.predict_x0(out, x, _xp.like(host, x), ptype)
 
     return denoise
+
+
+def dpm2_ancestral_step(
+    x: Any,
+    denoised: Any,
+    denoised_mid_fn: Callable[[Any, Any], Any],
+    sigma: Any,
+    sigma_next: Any,
+    noise: Any,
+    *,
+    eta: float = 1.0,
+    s_noise: float = 1.0,
+) -> Any:
+    """Check the inputs, then take :func:`kdpm2._math.dpm2_ancestral_step` (see there).
+
+    One full DPM2-ancestral step ``sigma -> sigma_next`` for a batch whose samples may sit at
+    different noise levels (``sigma``, ``sigma_next`` of shape ``(B,)``). The checks read
+    metadata only (and the values of host sigmas), so they cost no device work.
+
+    Raises
+    ------
+    TypeError
+        ``x``, ``denoised`` or ``noise`` is not an array of ``x``'s kind;
+        ``denoised_mid_fn`` is not callable; a noise level or ``eta``/``s_noise`` is not a
+        number.
+    ValueError
+        Shapes that differ from ``x``'s, noise levels that are negative or not finite, or
+        ``eta``/``s_noise`` out of range.
+
+    Examples
+    --------
+    >>> x = np.array([[1.0], [1.0]])
+    >>> step = dpm2_ancestral_step(
+    ...     x, x * 0, lambda xm, s: xm * 0, np.array([1.0, 2.0]), np.array([0.5, 1.0]), None, eta=0
+    ... )
+    >>> step.ravel().tolist()
+    [0.5, 0.5]
+    """
+    check_array("x", x)
+    check_like("denoised", denoised, x, "a denoised estimate", returned=False)
+    if not callable(denoised_mid_fn):
+        raise TypeError(
+            f"denoised_mid_fn is {a_type(denoised_mid_fn)}; expected a callable "
+            "denoised_mid_fn(x_mid, sigma_mid) -> denoised."
+        )
+    batch = x.shape[0] if x.ndim else 1
+    check_noise_level("sigma", sigma, batch)
+    check_noise_level("sigma_next", sigma_next, batch)
+    if not (_xp.is_torch(sigma) or _xp.is_torch(sigma_next)):  # host values: no device read
+        s, s_next = np.asarray(sigma, dtype=np.float64), np.asarray(sigma_next, dtype=np.float64)
+        if not (s > 0).all() or (s_next > s).any():
+            raise ValueError(
+                f"sigma={s.tolist()!r}, sigma_next={s_next.tolist()!r} is not a step; expected "
+                "0 <= sigma_next <= sigma and sigma > 0."
+            )
+    if noise is not None:
+        check_like("noise", noise, x, "standard normal noise", returned=False)
+    return _math.dpm2_ancestral_step(
+        x,
+        denoised,
+        denoised_mid_fn,
+        sigma,
+        sigma_next,
+        noise,
+        eta=check_eta(eta),
+        s_noise=check_s_noise(s_noise),
+    )
 
 
 def _host_sigmas(sigmas: Any) -> np.ndarray:

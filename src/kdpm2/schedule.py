@@ -392,9 +392,10 @@ def _spaced_timesteps(
 def karras_sigmas(sigma_min: float, sigma_max: float, n: int, rho: float = 7.0) -> np.ndarray:
     """Return ``n`` noise levels from ``sigma_max`` to ``sigma_min`` (Karras et al. 2022, eq. 5)."""
     ramp = np.linspace(0, 1, n)
-    min_inv_rho = sigma_min ** (1 / rho)
-    max_inv_rho = sigma_max ** (1 / rho)
-    return (max_inv_rho + ramp * (min_inv_rho - max_inv_rho)) ** rho
+    with np.errstate(over="ignore", invalid="ignore"):  # a tiny rho overflows: callers check
+        min_inv_rho = np.float64(sigma_min) ** (1 / rho)
+        max_inv_rho = np.float64(sigma_max) ** (1 / rho)
+        return (max_inv_rho + ramp * (min_inv_rho - max_inv_rho)) ** rho
 
 
 def exponential_sigmas(sigma_min: float, sigma_max: float, n: int) -> np.ndarray:
