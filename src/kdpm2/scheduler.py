@@ -605,7 +605,9 @@ class KDPM2AncestralDiscreteScheduler(KDPM2AncestralSchedulerCore, SchedulerMixi
       saves one kernel per call when only ``prev_sample`` is read
       (``test_pipelines.py::test_step_output_behaves_like_diffusers_output``).
     - **prediction_type="sample".** It works (diffusers raises ``NotImplementedError``).
-    - **NumPy.** NumPy arrays work, with a ``numpy.random.Generator`` for the noise.
+    - **NumPy.** NumPy arrays work, with a ``numpy.random.Generator`` for the noise; the
+      output has the sample's dtype (a model output in another dtype is cast to it first;
+      diffusers' tensor path promotes) (``test_dtypes.py``).
     - **Errors at once.** Unknown options raise at construction (diffusers notices a bad
       ``prediction_type`` only at the first step), as do ``set_timesteps(0)``, betas outside
       (0, 1), ``trained_betas`` whose length is not ``num_train_timesteps`` (so diffusers'
