@@ -188,8 +188,9 @@ def test_brownian_tree_noise_matches_kdiffusion(kd, seed):
     pytest.importorskip("torchsde")
     x = torch.zeros(2, 3, 4)
     sigmas = kdpm2.get_sigmas_karras(6, 0.1, 10.0)
-    ours = kdpm2.BrownianTreeNoiseSampler(x, 0.1, 10.0, seed=seed)
-    ref = kd.BrownianTreeNoiseSampler(x, 0.1, 10.0, seed=seed)
+    lo, hi = float(sigmas[sigmas > 0].min()), float(sigmas.max())  # as k-diffusion users build it
+    ours = kdpm2.BrownianTreeNoiseSampler(x, lo, hi, seed=seed)
+    ref = kd.BrownianTreeNoiseSampler(x, lo, hi, seed=seed)
     for s, s_next in itertools.pairwise(sigmas[:-1]):
         a = ours(torch.tensor(s), torch.tensor(s_next))
         b = ref(torch.tensor(s), torch.tensor(s_next))
