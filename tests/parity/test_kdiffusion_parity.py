@@ -181,6 +181,8 @@ def test_per_sample_sigmas_equal_stacked_single_runs():
 
 
 @pytest.mark.parametrize("seed", [0, 12345])
+# torchsde's own interval arithmetic lands 1 ulp past the end, for both samplers alike
+@pytest.mark.filterwarnings("ignore:Should have tb<=t1:UserWarning")
 def test_brownian_tree_noise_matches_kdiffusion(kd, seed):
     """kdpm2's BrownianTreeNoiseSampler gives k-diffusion's noise, bit for bit, for one seed
     and the same queries (forward order, as a sampler asks); a different tree construction
@@ -188,9 +190,8 @@ def test_brownian_tree_noise_matches_kdiffusion(kd, seed):
     pytest.importorskip("torchsde")
     x = torch.zeros(2, 3, 4)
     sigmas = kdpm2.get_sigmas_karras(6, 0.1, 10.0)
-    lo, hi = float(sigmas[sigmas > 0].min()), float(sigmas.max())  # as k-diffusion users build it
-    ours = kdpm2.BrownianTreeNoiseSampler(x, lo, hi, seed=seed)
-    ref = kd.BrownianTreeNoiseSampler(x, lo, hi, seed=seed)
+    ours = kdpm2.BrownianTreeNoiseSampler(x, 0.1, 10.0, seed=seed)
+    ref = kd.BrownianTreeNoiseSampler(x, 0.1, 10.0, seed=seed)
     for s, s_next in itertools.pairwise(sigmas[:-1]):
         a = ours(torch.tensor(s), torch.tensor(s_next))
         b = ref(torch.tensor(s), torch.tensor(s_next))
