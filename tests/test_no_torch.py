@@ -34,6 +34,17 @@ def test_numpy_loop_with_torch_blocked():
             lambda x, s: 0.5 * x, 10 * np.ones((2, 2)), sig, disable=True
         )
         assert np.isfinite(y).all()
+        # device="cpu" is what k-diffusion code passes; without torch it means NumPy
+        sch.set_timesteps(5, device="cpu")
+        assert isinstance(sch.timesteps, np.ndarray), type(sch.timesteps)
+        cpu = kdpm2.get_sigmas_karras(5, 0.1, 10.0, device="cpu")
+        assert isinstance(cpu, np.ndarray) and cpu.tolist() == sig.tolist()
+        try:
+            kdpm2.get_sigmas_karras(5, 0.1, 10.0, device="cuda")
+        except ImportError as e:
+            assert "needs torch" in str(e), e
+        else:
+            raise AssertionError("device='cuda' without torch must say torch is needed")
         print("ok")
         """
     )
