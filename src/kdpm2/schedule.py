@@ -452,19 +452,21 @@ def ancestral_split_table(
     s64 = np.asarray(sigmas, dtype=np.float64)
     sn64 = np.asarray(sigmas_next, dtype=np.float64)
     ratio2 = (sn64 / s64) ** 2
-    up64 = np.minimum(sn64, eta * sn64 * np.sqrt(np.maximum(1.0 - ratio2, 0.0)))
     down_over_next2 = np.maximum((1.0 - eta**2) + eta**2 * ratio2, 0.0)  # (down / next)**2
-    down64 = sn64 * np.sqrt(down_over_next2)
+    exact_positive = (sn64 > 0) & (down_over_next2 > 0)  # the exact sigma_down is > 0
     # float32 sigma_down carries a relative error of about eps32 * sigma_next**2 / sigma_down**2
     # (cancellation); past _ILL_CONDITIONED it is noise, not diffusers' number, on any machine
     # (torch's float32 sqrt is not correctly rounded, so the noise differs between CPUs).
-    # Where sigma_next is 0 both forms are exactly 0, so flagging it changes nothing.
     bad = (
         ~np.isfinite(down32)
         | ~np.isfinite(up32)
-        | ((down32 <= 0) & (down64 > 0))
-        | (down_over_next2 * _ILL_CONDITIONED < _EPS32)
+        | ((down32 <= 0) & exact_positive)
+        | ((sn64 > 0) & (down_over_next2 * _ILL_CONDITIONED < _EPS32))
     )
+    if not bad.any():  # the usual case: diffusers' float32 numbers stand
+        return down32.astype(np.float64), up32.astype(np.float64)
+    up64 = np.minimum(sn64, eta * sn64 * np.sqrt(np.maximum(1.0 - ratio2, 0.0)))
+    down64 = sn64 * np.sqrt(down_over_next2)
     down = np.where(bad, down64, down32.astype(np.float64))
     up = np.where(bad, up64, up32.astype(np.float64))
     return down, up
