@@ -60,12 +60,16 @@ def _state(sch):
     return (sch.step_index, sch.begin_index, sch.sample is None, sch.num_inference_steps)
 
 
+# a scheduler is built per example; the profile sets how many examples
+GARBAGE_SETTINGS = settings(suppress_health_check=[HealthCheck.too_slow], deadline=None)
+
+
 def _call(fn):
     with contextlib.suppress(*ACCEPTED):
         fn()
 
 
-@settings(suppress_health_check=[HealthCheck.too_slow], deadline=None)
+@GARBAGE_SETTINGS
 @given(
     value=garbage,
     where=st.sampled_from(
@@ -126,7 +130,7 @@ def test_scheduler_methods(value, where, cls):
     # the timestep only matters at a loop's start; later calls ignore it, as in diffusers
 
 
-@settings(suppress_health_check=[HealthCheck.too_slow], deadline=None)
+@GARBAGE_SETTINGS
 @given(
     value=garbage,
     key=st.sampled_from(
@@ -151,7 +155,7 @@ def test_constructor(value, key):
     _call(lambda: kdpm2.scheduler.KDPM2AncestralDiscreteScheduler(**{key: value}))
 
 
-@settings(suppress_health_check=[HealthCheck.too_slow], deadline=None)
+@GARBAGE_SETTINGS
 @given(
     value=garbage,
     where=st.sampled_from(

@@ -256,12 +256,12 @@ def dpm2_ancestral_step(
 
     Examples
     --------
-    >>> x = np.array([[1.0], [1.0]])
-    >>> step = dpm2_ancestral_step(
-    ...     x, x * 0, lambda xm, s: xm * 0, np.array([1.0, 2.0]), np.array([0.5, 1.0]), None, eta=0
-    ... )
-    >>> step.ravel().tolist()
-    [0.5, 0.5]
+    The last step (to ``sigma_next = 0``) is one Euler step onto the denoised estimate, with
+    no second model call (:func:`kdpm2.dpm2_ancestral_step` shows a per-sample step):
+
+    >>> x = np.array([[3.0]])
+    >>> dpm2_ancestral_step(x, x * 0 + 1.0, None, 2.0, 0.0, None).tolist()
+    [[1.0]]
     """
     sigma_down, sigma_up = ancestral_split(sigma, sigma_next, eta)
     d = to_d(x, sigma, denoised)

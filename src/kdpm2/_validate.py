@@ -29,6 +29,7 @@ __all__ = [
     "check_sigmas",
     "check_step_inputs",
     "is_int",
+    "positive",
     "timestep_value",
     "to_scalar",
     "validate_config",
@@ -41,7 +42,8 @@ def a_type(value: object) -> str:
     return f"{'an' if name[0].lower() in 'aeiou' else 'a'} {name}"
 
 
-def _positive(value: int) -> bool:
+def positive(value: int) -> bool:
+    """Return whether an integer count is at least 1 (for :func:`check_int`)."""
     return value >= 1
 
 
@@ -106,7 +108,7 @@ def validate_config(cfg: Mapping[str, Any]) -> None:
     _check_choice("beta_schedule", cfg["beta_schedule"], BETA_SCHEDULES)
     _check_choice("prediction_type", cfg["prediction_type"], PREDICTION_TYPES)
     _check_choice("timestep_spacing", cfg["timestep_spacing"], TIMESTEP_SPACINGS)
-    t = check_int("num_train_timesteps", cfg["num_train_timesteps"], _positive, "an integer >= 1")
+    t = check_int("num_train_timesteps", cfg["num_train_timesteps"], positive, "an integer >= 1")
     betas = cfg["trained_betas"]
     if betas is not None:
         arr = np.asarray(betas, dtype=np.float64) if not isinstance(betas, str) else None

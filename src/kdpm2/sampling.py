@@ -18,6 +18,7 @@ from ._validate import (
     check_noise_level,
     check_s_noise,
     check_sigmas,
+    positive,
     to_scalar,
 )
 from .noise import NoiseSampler, draw
@@ -174,7 +175,7 @@ def get_sigmas_from_config(config: Any, n: int, device: Any = None) -> Any:
 
 
 def _check_steps(n: Any) -> None:
-    check_int("n", n, lambda v: v >= 1, "an integer >= 1 (the number of steps)")
+    check_int("n", n, positive, "an integer >= 1 (the number of steps)")
 
 
 def _device_of(device: Any, *bounds: Any) -> Any:

@@ -20,6 +20,7 @@ from ._validate import (
     check_array,
     check_int,
     check_step_inputs,
+    positive,
     timestep_value,
     validate_config,
 )
@@ -128,8 +129,6 @@ class KDPM2AncestralSchedulerCore:
     ) -> None:
         args = dict(locals())
         del args["self"]
-        if isinstance(trained_betas, np.ndarray):
-            args["trained_betas"] = trained_betas.tolist()
         validate_config(args)
         # diffusers builds a num_train_timesteps-step schedule here; it is built on first use
         self._schedule: Schedule | None = None
@@ -169,23 +168,22 @@ class KDPM2AncestralSchedulerCore:
 
         Raises
         ------
+        TypeError
+            ``num_inference_steps`` or ``num_train_timesteps`` is not an integer.
         ValueError
-            ``num_inference_steps`` is not an integer >= 1, or exceeds ``num_train_timesteps``
-            with ``leading``/``trailing`` spacing.
+            ``num_inference_steps`` is below 1, or exceeds ``num_train_timesteps`` with
+            ``leading``/``trailing`` spacing.
         """
         n = check_int(
             "num_inference_steps",
             _as_int(num_inference_steps),
-            lambda v: v >= 1,
+            positive,
             "an integer >= 1 (the number of denoising steps)",
         )
         t_train = self.config["num_train_timesteps"]
         if num_train_timesteps is not None:
             t_train = check_int(
-                "num_train_timesteps",
-                _as_int(num_train_timesteps),
-                lambda v: v >= 1,
-                "an integer >= 1",
+                "num_train_timesteps", _as_int(num_train_timesteps), positive, "an integer >= 1"
             )
         spacing = self.config["timestep_spacing"]
         n_built = n + 1 if self.config["discard_penultimate_sigma"] else n
