@@ -27,10 +27,12 @@ from .noise import BrownianTreeNoiseSampler as BrownianTreeNoiseSampler
 from .output import KDPM2AncestralDiscreteSchedulerOutput as KDPM2AncestralDiscreteSchedulerOutput
 from .sampling import denoiser_from_network as denoiser_from_network
 from .sampling import dpm2_ancestral_step as dpm2_ancestral_step
+from .sampling import flow_dpm2_ancestral_step as flow_dpm2_ancestral_step
 from .sampling import get_sigmas_exponential as get_sigmas_exponential
 from .sampling import get_sigmas_from_config as get_sigmas_from_config
 from .sampling import get_sigmas_karras as get_sigmas_karras
 from .sampling import sample_dpm_2_ancestral as sample_dpm_2_ancestral
+from .sampling import sample_dpm_2_ancestral_rf as sample_dpm_2_ancestral_rf
 from .schedule import Schedule as Schedule
 from .schedule import ScheduleConfig as ScheduleConfig
 from .schedule import make_schedule as make_schedule
@@ -54,6 +56,7 @@ __all__ = [
     "ancestral_split",
     "denoiser_from_network",
     "dpm2_ancestral_step",
+    "flow_dpm2_ancestral_step",
     "get_sigmas_exponential",
     "get_sigmas_from_config",
     "get_sigmas_karras",
@@ -61,6 +64,7 @@ __all__ = [
     "make_schedule",
     "predict_x0",
     "sample_dpm_2_ancestral",
+    "sample_dpm_2_ancestral_rf",
     "to_d",
 ]
 

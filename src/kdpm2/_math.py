@@ -13,6 +13,9 @@ Names follow Karras et al. 2022 (Algorithm 2) and k-diffusion. One step from ``s
 
 The scheduler class runs the same lines split over two model calls, with the step sizes read
 from :class:`kdpm2.Schedule`'s per-call tables; the functional sampler runs them as written.
+Rectified-flow models (``x_s = (1 - s) * x0 + s * noise``) take the same deterministic part
+(:func:`dpm2_to`) to their own ``sigma_down``, then a rescale and fresh noise
+(:func:`flow_ancestral_split`, :func:`flow_dpm2_ancestral_step`).
 
 Every function works for NumPy and torch alike, returns the type of ``x`` it was given, and
 accepts each noise level as a Python float, a 0-d array (computed in its own dtype, as
@@ -37,6 +40,9 @@ __all__ = [
     "add_scaled",
     "ancestral_split",
     "dpm2_ancestral_step",
+    "dpm2_to",
+    "flow_ancestral_split",
+    "flow_dpm2_ancestral_step",
     "log_midpoint",
     "predict_x0",
     "to_d",
@@ -264,23 +270,124 @@ def dpm2_ancestral_step(
     [[1.0]]
     """
     sigma_down, sigma_up = ancestral_split(sigma, sigma_next, eta)
+    x = dpm2_to(x, denoised, denoised_mid_fn, sigma, sigma_down)
+    if noise is not None:
+        x = add_scaled(x, noise, sigma_up * s_noise)
+    return x
+
+
+def dpm2_to(
+    x: A, denoised: A, denoised_mid_fn: Callable[[A, Any], A], sigma: Any, sigma_down: Any
+) -> A:
+    """Take a step's deterministic part: DPM-Solver-2 from ``sigma`` to ``sigma_down``.
+
+    Where ``sigma_down`` is 0, one Euler step onto the denoised estimate (no second model
+    call); else an Euler half-step to the log midpoint, the model there, and the midpoint step
+    from ``x`` to ``sigma_down``. The diffusion and the flow steps share it; noise levels of
+    shape ``(B,)`` choose the case per sample.
+    """
     d = to_d(x, sigma, denoised)
     if _is_scalar(sigma_down):
         if sigma_down == 0:  # the last step: Euler to sigma_down = 0
-            x = add_scaled(x, d, sigma_down - sigma)
-        else:
-            sigma_mid = log_midpoint(sigma, sigma_down)
-            x_2 = add_scaled(x, d, sigma_mid - sigma)
-            d_2 = to_d(x_2, sigma_mid, denoised_mid_fn(x_2, sigma_mid))
-            x = add_scaled(x, d_2, sigma_down - sigma)
-    else:
-        euler = _xp.like(sigma_down, x) <= 0
-        # where the Euler branch is taken the midpoint is evaluated at sigma itself, so the
-        # model never sees sigma = 0 and the unused branch stays finite
-        sigma_mid = _xp.where(sigma_down <= 0, sigma, log_midpoint(sigma, sigma_down))
+            return add_scaled(x, d, sigma_down - sigma)
+        sigma_mid = log_midpoint(sigma, sigma_down)
         x_2 = add_scaled(x, d, sigma_mid - sigma)
         d_2 = to_d(x_2, sigma_mid, denoised_mid_fn(x_2, sigma_mid))
-        x = add_scaled(x, _xp.where(append_dims(euler, x.ndim), d, d_2), sigma_down - sigma)
+        return add_scaled(x, d_2, sigma_down - sigma)
+    euler = _xp.like(sigma_down, x) <= 0
+    # where the Euler branch is taken the midpoint is evaluated at sigma itself, so the
+    # model never sees sigma = 0 and the unused branch stays finite
+    sigma_mid = _xp.where(sigma_down <= 0, sigma, log_midpoint(sigma, sigma_down))
+    x_2 = add_scaled(x, d, sigma_mid - sigma)
+    d_2 = to_d(x_2, sigma_mid, denoised_mid_fn(x_2, sigma_mid))
+    return add_scaled(x, _xp.where(append_dims(euler, x.ndim), d, d_2), sigma_down - sigma)
+
+
+def flow_ancestral_split(sigma: Any, sigma_next: Any, eta: float = 1.0) -> tuple[Any, Any, Any]:
+    """Split a rectified-flow step ``sigma -> sigma_next`` into ``(sigma_down, renoise, scale)``.
+
+    For the flow interpolation ``x_s = (1 - s) * x0 + s * noise`` (``0 <= s <= 1``): the
+    deterministic solver goes to ``sigma_down = sigma_next * (1 + (sigma_next / sigma - 1) *
+    eta)``; multiplying by ``scale = (1 - sigma_next) / (1 - sigma_down)`` and adding fresh
+    noise of std ``renoise = sqrt(sigma_next**2 - (sigma_down * scale)**2)`` restores the
+    marginal at ``sigma_next`` (ComfyUI's flow variant of DPM2 ancestral). ``renoise`` is
+    computed as ``sqrt((sigma_next - sigma_down) * (sigma_next * (1 - sigma_down) + sigma_down
+    * (1 - sigma_next))) / (1 - sigma_down)``, the same value without cancellation: exactly 0
+    at ``eta = 0`` (where the textbook form can take the root of a value just below 0, a NaN
+    in float32). Where ``sigma == 0`` or ``sigma_down == 1`` (no step) the split is
+    ``(sigma_next, 0, 1)``. Computed in the inputs' dtype.
+
+    Parameters
+    ----------
+    sigma, sigma_next : float or array
+        ``0 <= sigma_next <= sigma <= 1``; scalars or arrays of one shape (e.g. ``(B,)``).
+    eta : float
+        Ancestral noise amount in ``[0, 1]``; 0 gives ``(sigma_next, 0, 1)``.
+
+    Returns
+    -------
+    sigma_down, renoise, scale
+        Python floats for Python-number inputs, else arrays of the inputs' type.
+
+    Examples
+    --------
+    >>> flow_ancestral_split(0.8, 0.4, eta=0.0)
+    (0.4, 0.0, 1.0)
+    >>> down, renoise, scale = flow_ancestral_split(0.8, 0.4)
+    >>> down, round(scale, 12), round((down * scale) ** 2 + renoise**2, 12)  # marginal kept
+    (0.2, 0.75, 0.16)
+    """
+    floats = isinstance(sigma, float | int) and isinstance(sigma_next, float | int)
+    if floats:
+        sigma, sigma_next = np.float64(sigma), np.float64(sigma_next)
+    stepping = sigma > 0
+    safe = _xp.where(stepping, sigma, sigma * 0 + 1)
+    down = sigma_next * (1 + (sigma_next / safe - 1) * eta) if eta else sigma_next
+    down = _xp.where(stepping, down, sigma_next)
+    alpha_next, alpha_down = 1 - sigma_next, 1 - down
+    moving = alpha_down > 0
+    safe_alpha = _xp.where(moving, alpha_down, alpha_down * 0 + 1)
+    gap = sigma_next - down  # >= 0 in exact arithmetic; exactly 0 at eta = 0
+    gap = _xp.where(gap > 0, gap, gap * 0)
+    renoise = _xp.sqrt(gap * (sigma_next * alpha_down + down * alpha_next)) / safe_alpha
+    renoise = _xp.where(moving, renoise, renoise * 0)
+    scale = _xp.where(moving, alpha_next / safe_alpha, alpha_next * 0 + 1)
+    if floats:
+        return float(down), float(renoise), float(scale)
+    return down, renoise, scale
+
+
+def flow_dpm2_ancestral_step(
+    x: A,
+    denoised: A,
+    denoised_mid_fn: Callable[[A, Any], A],
+    sigma: SigmaLike,
+    sigma_next: SigmaLike,
+    noise: A | None,
+    *,
+    eta: float = 1.0,
+    s_noise: float = 1.0,
+) -> A:
+    """Advance ``x`` one DPM2-ancestral step ``sigma -> sigma_next`` of a rectified-flow model.
+
+    The same midpoint solve as :func:`dpm2_ancestral_step`, to the flow ``sigma_down`` of
+    :func:`flow_ancestral_split`; then ``x * scale + noise * s_noise * renoise``. For a flow
+    model that predicts the velocity ``v``, the denoised estimate is ``x - sigma * v``.
+    Parameters and result as for :func:`dpm2_ancestral_step`; noise levels in ``[0, 1]``.
+
+    Examples
+    --------
+    With ``eta = 0`` and a model that knows ``x0 = 0``, each step shrinks ``x`` by
+    ``sigma_next / sigma``:
+
+    >>> x = np.array([[0.8]])
+    >>> flow_dpm2_ancestral_step(x, x * 0, lambda xm, s: xm * 0, 0.8, 0.4, None, eta=0).tolist()
+    [[0.4]]
+    """
+    sigma_down, renoise, scale = flow_ancestral_split(sigma, sigma_next, eta)
+    x = dpm2_to(x, denoised, denoised_mid_fn, sigma, sigma_down)
+    if not (_is_scalar(scale) and scale == 1):
+        x = x * _sig(scale, x)
     if noise is not None:
-        x = add_scaled(x, noise, sigma_up * s_noise)
+        x = add_scaled(x, noise, renoise * s_noise)
     return x

@@ -36,10 +36,12 @@ __all__ = [
     "Denoiser",
     "denoiser_from_network",
     "dpm2_ancestral_step",
+    "flow_dpm2_ancestral_step",
     "get_sigmas_exponential",
     "get_sigmas_from_config",
     "get_sigmas_karras",
     "sample_dpm_2_ancestral",
+    "sample_dpm_2_ancestral_rf",
 ]
 
 
@@ -300,6 +302,53 @@ def dpm2_ancestral_step(
     >>> step.ravel().tolist()
     [0.5, 0.5]
     """
+    return _checked_step(
+        "diffusion", x, denoised, denoised_mid_fn, sigma, sigma_next, noise, eta, s_noise
+    )
+
+
+def flow_dpm2_ancestral_step(
+    x: Any,
+    denoised: Any,
+    denoised_mid_fn: Callable[[Any, Any], Any],
+    sigma: Any,
+    sigma_next: Any,
+    noise: Any,
+    *,
+    eta: float = 1.0,
+    s_noise: float = 1.0,
+) -> Any:
+    """Check the inputs, then take :func:`kdpm2._math.flow_dpm2_ancestral_step` (see there).
+
+    The rectified-flow counterpart of :func:`dpm2_ancestral_step`, with the same checks and
+    noise levels in ``[0, 1]``.
+
+    Examples
+    --------
+    >>> x = np.array([[0.8], [0.5]])
+    >>> step = flow_dpm2_ancestral_step(
+    ...     x, x * 0, lambda xm, s: xm * 0, np.array([0.8, 0.5]), np.array([0.4, 0.0]), None, eta=0
+    ... )
+    >>> step.ravel().round(12).tolist()
+    [0.4, 0.0]
+    """
+    return _checked_step(
+        "flow", x, denoised, denoised_mid_fn, sigma, sigma_next, noise, eta, s_noise
+    )
+
+
+def _checked_step(
+    family: str,
+    x: Any,
+    denoised: Any,
+    denoised_mid_fn: Any,
+    sigma: Any,
+    sigma_next: Any,
+    noise: Any,
+    eta: Any,
+    s_noise: Any,
+) -> Any:
+    """Check a public step's inputs (metadata, and the values of host sigmas), then take it."""
     check_array("x", x)
     check_like("denoised", denoised, x, "a denoised estimate", returned=False)
     if not callable(denoised_mid_fn):
@@ -312,14 +361,16 @@ def dpm2_ancestral_step(
     check_noise_level("sigma_next", sigma_next, batch)
     if not (_xp.is_torch(sigma) or _xp.is_torch(sigma_next)):  # host values: no device read
         s, s_next = np.asarray(sigma, dtype=np.float64), np.asarray(sigma_next, dtype=np.float64)
-        if not (s > 0).all() or (s_next > s).any():
+        top = 1.0 if family == "flow" else np.inf
+        if not (s > 0).all() or (s_next > s).any() or (s > top).any():
+            within = " <= 1 (a flow's noise levels are in [0, 1])" if family == "flow" else ""
             raise ValueError(
                 f"sigma={s.tolist()!r}, sigma_next={s_next.tolist()!r} is not a step; expected "
-                "0 <= sigma_next <= sigma and sigma > 0."
+                f"0 <= sigma_next <= sigma and sigma > 0{within}."
             )
     if noise is not None:
         check_like("noise", noise, x, "standard normal noise", returned=False)
-    return _math.dpm2_ancestral_step(
+    return _STEPS[family][1](
         x,
         denoised,
         denoised_mid_fn,
@@ -439,6 +490,93 @@ def sample_dpm_2_ancestral(
     >>> out.shape
     (2, 1)
     """
+    host, extra, eta, s_noise, sampler = _checked_inputs(
+        model, x, sigmas, extra_args, callback, eta, s_noise, noise_sampler
+    )
+    return _run(
+        "diffusion", model, x, sigmas, host, extra, callback, disable, eta, s_noise, sampler
+    )
+
+
+def sample_dpm_2_ancestral_rf(
+    model: Denoiser,
+    x: Any,
+    sigmas: Any,
+    extra_args: Mapping[str, Any] | None = None,
+    callback: Callback | None = None,
+    disable: bool | None = None,
+    eta: float = 1.0,
+    s_noise: float = 1.0,
+    noise_sampler: NoiseSampler | None = None,
+) -> Any:
+    """Sample a rectified-flow model with DPM-Solver-2 steps and ancestral noise.
+
+    The flow variant of :func:`sample_dpm_2_ancestral` (ComfyUI's ``dpm_2_ancestral`` on
+    flow models), for ``x_s = (1 - s) * x0 + s * noise`` with noise levels ``s`` in
+    ``[0, 1]``: each step is :func:`kdpm2.flow_dpm2_ancestral_step` with the model called at
+    ``sigmas[i]``; where ``sigma_down`` is 0 (the step to 0) an Euler step, else a second call
+    at the log midpoint, the midpoint step to ``sigma_down``, the rescale by ``(1 -
+    sigma_next) / (1 - sigma_down)`` and ``noise_sampler(sigmas[i], sigmas[i + 1]) * s_noise *
+    renoise`` of fresh noise (drawn even when ``eta == 0``, where ``renoise`` is 0). With
+    ``eta = 0`` it is DPM-Solver-2 on the flow ODE.
+
+    Parameters, returns and errors as for :func:`sample_dpm_2_ancestral`; the model is a
+    denoiser: for a network that predicts the velocity ``v = noise - x0``, ``model(x, s) = x -
+    s * v(x, s)``. ``sigmas`` must also be ``<= 1`` (a ``ValueError`` names the first that is
+    not).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> model = lambda x, s: x * 0  # data all at 0: the flow ends at 0 for any noise
+    >>> x = np.ones((2, 3))
+    >>> sample_dpm_2_ancestral_rf(model, x, np.linspace(1.0, 0.0, 5), disable=True).tolist()
+    [[0.0, 0.0, 0.0], [0.0, 0.0, 0.0]]
+    """
+    host, extra, eta, s_noise, sampler = _checked_inputs(
+        model, x, sigmas, extra_args, callback, eta, s_noise, noise_sampler
+    )
+    if (host > 1).any():
+        raise ValueError(
+            f"sigmas contains {host[host > 1].flat[0].item()!r}; a flow model's noise levels are "
+            "in [0, 1] (x_s = (1 - s) * x0 + s * noise). For a diffusion model's sigmas use "
+            "sample_dpm_2_ancestral."
+        )
+    return _run("flow", model, x, sigmas, host, extra, callback, disable, eta, s_noise, sampler)
+
+
+# the (split, step) pair of each model family: the loop below is the same for both
+_STEPS: dict[str, tuple[Callable[..., Any], Callable[..., Any]]] = {
+    "diffusion": (_math.ancestral_split, _math.dpm2_ancestral_step),
+    "flow": (_math.flow_ancestral_split, _math.flow_dpm2_ancestral_step),
+}
+
+
+def _run(family: str, model: Denoiser, x: Any, *args: Any) -> Any:
+    """Run :func:`_loop` for a model ``family``, without autograd on tensors (as k-diffusion)."""
+    if _xp.is_torch(x):
+        torch = _xp.torch_module()
+        assert torch is not None
+        with torch.no_grad():
+            return _loop(family, model, x, *args)
+    return _loop(family, model, x, *args)
+
+
+def _checked_inputs(
+    model: Any,
+    x: Any,
+    sigmas: Any,
+    extra_args: Any,
+    callback: Any,
+    eta: Any,
+    s_noise: Any,
+    noise_sampler: Any,
+) -> tuple[np.ndarray, dict[str, Any], float, float, NoiseSampler]:
+    """Check a functional sampler's arguments (see :func:`sample_dpm_2_ancestral`).
+
+    Returns the host copy of the sigmas, the model's keyword arguments, ``eta``, ``s_noise``
+    and the noise sampler to use.
+    """
     check_array("x", x)
     eta, s_noise = check_eta(eta), check_s_noise(s_noise)
     for name, fn in (("model", model), ("noise_sampler", noise_sampler), ("callback", callback)):
@@ -458,15 +596,11 @@ def sample_dpm_2_ancestral(
             f"sigmas has shape {host.shape} but x has {x.shape[0]} samples; a per-sample schedule "
             "has one column per sample."
         )
-    if _xp.is_torch(x):
-        torch = _xp.torch_module()
-        assert torch is not None
-        with torch.no_grad():
-            return _loop(model, x, sigmas, host, extra, callback, disable, eta, s_noise, sampler)
-    return _loop(model, x, sigmas, host, extra, callback, disable, eta, s_noise, sampler)
+    return host, extra, eta, s_noise, sampler
 
 
 def _loop(
+    family: str,
     model: Denoiser,
     x: Any,
     sigmas: Any,
@@ -484,7 +618,8 @@ def _loop(
     else:
         s_in = np.ones(x.shape[0], np.result_type(x, host))
     # k-diffusion draws noise for every step that is not a plain Euler step to sigma_down = 0
-    sigma_down, _ = _math.ancestral_split(host[:-1], host[1:], eta)
+    split, step = _STEPS[family]
+    sigma_down = split(host[:-1], host[1:], eta)[0]
     draws: list[bool] = np.any(
         np.reshape(np.asarray(sigma_down) > 0, (len(host) - 1, -1)), axis=1
     ).tolist()
@@ -513,7 +648,5 @@ def _loop(
         noise = None
         if draws[i]:
             noise = like_x("noise_sampler", sampler(sigmas[i], sigmas[i + 1]), "standard noise")
-        x = _math.dpm2_ancestral_step(
-            x, denoised, model_at, host[i], host[i + 1], noise, eta=eta, s_noise=s_noise
-        )
+        x = step(x, denoised, model_at, host[i], host[i + 1], noise, eta=eta, s_noise=s_noise)
     return x
