@@ -42,6 +42,7 @@ if TYPE_CHECKING:
 __all__ = [
     "KDPM2AncestralDiscreteScheduler",
     "KDPM2AncestralSchedulerCore",
+    "SchedulerLoop",
     "SchedulerMixin",
     "TimestepNotInScheduleError",
 ]
@@ -97,46 +98,32 @@ def _to_output(values: np.ndarray, dtype: str, device: Any = None) -> Any:
     return out if device is None else out.to(device)
 
 
-class KDPM2AncestralSchedulerCore:
-    """The DPM2-ancestral state machine, without a config machinery (see the module notes).
+class SchedulerLoop:
+    """The loop state every kdpm2 scheduler shares: where a sampling loop stands.
 
-    State: the schedule (``_schedule``, replaced whole by :meth:`set_timesteps`), the output
-    form of its timesteps (``_timesteps``: the tensor a loop iterates, kept so that its
-    elements are recognised without reading their values, i.e. without a device sync), the
-    step index, the begin index, and ``sample``, the sample kept between the two halves of a
-    step. A subclass supplies ``config`` (a mapping of the constructor's arguments).
+    Two model calls per step, interleaved in ``timesteps`` (the first half of a step at an
+    even index). State: the schedule (``_schedule``, replaced whole by ``set_timesteps``; any
+    object with host tables ``timesteps`` and ``call_dt``, one entry per model call, a
+    ``timesteps_dtype`` and ``num_inference_steps``), the output form of its timesteps
+    (``_timesteps``: the tensor a loop iterates, kept so that its elements are recognised
+    without reading their values, i.e. without a device sync), the step index, the begin
+    index, and ``sample``, the sample kept between the two halves of a step. A subclass
+    supplies ``config`` and :meth:`_default_schedule`.
     """
 
     order: ClassVar[int] = 2
-    _compatibles: ClassVar[list[str]] = list(COMPATIBLES)
 
-    def __init__(
-        self,
-        num_train_timesteps: int = DEFAULTS.num_train_timesteps,
-        beta_start: float = DEFAULTS.beta_start,
-        beta_end: float = DEFAULTS.beta_end,
-        beta_schedule: BetaSchedule = DEFAULTS.beta_schedule,
-        trained_betas: Sequence[float] | np.ndarray | None = None,
-        use_karras_sigmas: bool = DEFAULTS.use_karras_sigmas,
-        use_exponential_sigmas: bool = DEFAULTS.use_exponential_sigmas,
-        use_beta_sigmas: bool = DEFAULTS.use_beta_sigmas,
-        prediction_type: PredictionType = DEFAULTS.prediction_type,
-        timestep_spacing: TimestepSpacing = DEFAULTS.timestep_spacing,
-        steps_offset: int = DEFAULTS.steps_offset,
-        eta: float = DEFAULTS.eta,
-        s_noise: float = DEFAULTS.s_noise,
-        discard_penultimate_sigma: bool = DEFAULTS.discard_penultimate_sigma,
-    ) -> None:
-        args = dict(locals())
-        del args["self"]
-        validate_config(args)
-        # diffusers builds a num_train_timesteps-step schedule here; it is built on first use
-        self._schedule: Schedule | None = None
+    def _reset_loop(self) -> None:
+        self._schedule: Any = None
         self._timesteps: Any = None
         self._step_index: int | None = None
         self._begin_index: int | None = None
         #: The sample at the start of the current step, kept between its two halves.
         self.sample: Any = None
+
+    def _default_schedule(self) -> Any:
+        """Return the schedule to use before ``set_timesteps`` (built on first use)."""
+        raise NotImplementedError
 
     if TYPE_CHECKING:
 
@@ -144,58 +131,7 @@ class KDPM2AncestralSchedulerCore:
         def config(self) -> Any:
             """The constructor's arguments (supplied by the config machinery)."""
 
-    # ----------------------------------------------------------------- schedule and state
-    def set_timesteps(
-        self,
-        num_inference_steps: int | None = None,
-        device: str | torch.device | None = None,
-        num_train_timesteps: int | None = None,
-    ) -> None:
-        """Build the schedule for ``num_inference_steps`` steps (``2 * N - 1`` model calls).
-
-        Matches diffusers 0.42.1 ``set_timesteps`` (see the class notes for differences). The
-        config is read now, so a config changed since the last call takes effect.
-
-        Parameters
-        ----------
-        num_inference_steps : int
-            ``N >= 1`` (a Python or NumPy integer, or a 0-d integer tensor).
-        device : str or torch.device, optional
-            Where ``timesteps`` should live. When given, or when torch has been imported,
-            ``timesteps`` and ``sigmas`` are torch tensors; otherwise NumPy arrays.
-        num_train_timesteps : int, optional
-            Overrides the config's value for the timestep spacing.
-
-        Raises
-        ------
-        TypeError
-            ``num_inference_steps`` or ``num_train_timesteps`` is not an integer.
-        ValueError
-            ``num_inference_steps`` is below 1, or exceeds ``num_train_timesteps`` with
-            ``leading``/``trailing`` spacing.
-        """
-        n = check_int(
-            "num_inference_steps",
-            _as_int(num_inference_steps),
-            positive,
-            "an integer >= 1 (the number of denoising steps)",
-        )
-        t_train = self.config["num_train_timesteps"]
-        if num_train_timesteps is not None:
-            t_train = check_int(
-                "num_train_timesteps", _as_int(num_train_timesteps), positive, "an integer >= 1"
-            )
-        spacing = self.config["timestep_spacing"]
-        n_built = n + 1 if self.config["discard_penultimate_sigma"] else n
-        if spacing != "linspace" and n_built > t_train:
-            raise ValueError(
-                f"num_inference_steps={n} needs {n_built} distinct timesteps but "
-                f"timestep_spacing={spacing!r} gives at most num_train_timesteps={t_train}; "
-                "use fewer steps or timestep_spacing='linspace'."
-            )
-        self._use(make_schedule(self.config, int(n), int(t_train)), device)
-
-    def _use(self, schedule: Schedule, device: Any) -> None:
+    def _use(self, schedule: Any, device: Any) -> None:
         """Switch to ``schedule`` and reset the loop state (after it is built: no half state)."""
         timesteps = _to_output(schedule.timesteps, schedule.timesteps_dtype, device)
         self._schedule, self._timesteps = schedule, timesteps
@@ -203,16 +139,14 @@ class KDPM2AncestralSchedulerCore:
         self.sample = None
 
     @property
-    def schedule(self) -> Schedule:
-        """The pure float64 tables behind the current schedule (see :class:`kdpm2.Schedule`).
+    def schedule(self) -> Any:
+        """The pure float64 tables behind the current schedule.
 
-        Before :meth:`set_timesteps`, the ``num_train_timesteps``-step schedule that diffusers
-        builds in its constructor (built here on first use).
+        Before ``set_timesteps``, the schedule the matching diffusers class builds in its
+        constructor (built here on first use).
         """
         if self._schedule is None:
-            t = self.config["num_train_timesteps"]
-            self._use(make_schedule(self.config, t, t), None)
-        assert self._schedule is not None
+            self._use(self._default_schedule(), None)
         return self._schedule
 
     @property
@@ -224,60 +158,11 @@ class KDPM2AncestralSchedulerCore:
     def timesteps(self) -> Any:
         """Training-time timestep of each model call, shape ``(2N - 1,)``.
 
-        A torch tensor (on the ``device`` given to :meth:`set_timesteps`) when torch is in
-        use, else a NumPy array; float32, or float64 for respaced sigmas, as in diffusers.
+        A torch tensor (on the ``device`` given to ``set_timesteps``) when torch is in use,
+        else a NumPy array, of the dtype the matching diffusers class uses.
         """
         self.schedule  # noqa: B018 - builds the default schedule on first use
         return self._timesteps
-
-    def _table(self, values: np.ndarray, dtype: str = "float32") -> Any:
-        return _to_output(self.schedule.expanded(values), dtype)
-
-    @property
-    def sigmas(self) -> Any:
-        """Step sigmas laid out per model call as diffusers does, shape ``(2N + 2,)``, float32."""
-        return self._table(self.schedule.sigmas)
-
-    @property
-    def sigmas_interpol(self) -> Any:
-        """Midpoint sigmas laid out per model call as diffusers does, shape ``(2N + 2,)``."""
-        return self._table(np.append(self.schedule.sigmas_interpol, 0.0))
-
-    @property
-    def sigmas_up(self) -> Any:
-        """Std of each step's fresh noise, laid out as diffusers does, shape ``(2N + 2,)``."""
-        return self._table(np.append(self.schedule.sigmas_up, 0.0))
-
-    @property
-    def sigmas_down(self) -> Any:
-        """Each step's deterministic target sigma, in diffusers' layout, shape ``(2N + 2,)``."""
-        return self._table(np.append(self.schedule.sigmas_down, 0.0))
-
-    @property
-    def init_noise_sigma(self) -> Any:
-        """Standard deviation of the initial noise: scale unit Gaussian noise by it (a float)."""
-        return self.schedule.init_noise_sigma
-
-    @property
-    def betas(self) -> Any:
-        """Training betas, shape ``(T,)``, float32."""
-        return _to_output(train_schedule_from_config(self.config).betas, "float32")
-
-    @property
-    def alphas(self) -> Any:
-        """``1 - betas``, shape ``(T,)``, float32."""
-        betas = train_schedule_from_config(self.config).betas.astype(np.float32)
-        return _to_output(np.float32(1) - betas, "float32")
-
-    @property
-    def alphas_cumprod(self) -> Any:
-        """Cumulative products of ``1 - betas``, shape ``(T,)``, float32."""
-        return _to_output(train_schedule_from_config(self.config).alphas_cumprod, "float32")
-
-    @property
-    def log_sigmas(self) -> Any:
-        """``log`` of the training sigmas, shape ``(T,)``, float32."""
-        return _to_output(train_schedule_from_config(self.config).log_sigmas, "float32")
 
     @property
     def step_index(self) -> int | None:
@@ -373,6 +258,165 @@ class KDPM2AncestralSchedulerCore:
             )
         return k
 
+    def __len__(self) -> int:
+        return self.config["num_train_timesteps"]
+
+
+class KDPM2AncestralSchedulerCore(SchedulerLoop):
+    """The DPM2-ancestral state machine, without a config machinery (see the module notes).
+
+    State: the schedule (``_schedule``, replaced whole by :meth:`set_timesteps`), the output
+    form of its timesteps (``_timesteps``: the tensor a loop iterates, kept so that its
+    elements are recognised without reading their values, i.e. without a device sync), the
+    step index, the begin index, and ``sample``, the sample kept between the two halves of a
+    step. A subclass supplies ``config`` (a mapping of the constructor's arguments).
+    """
+
+    _compatibles: ClassVar[list[str]] = list(COMPATIBLES)
+
+    def __init__(
+        self,
+        num_train_timesteps: int = DEFAULTS.num_train_timesteps,
+        beta_start: float = DEFAULTS.beta_start,
+        beta_end: float = DEFAULTS.beta_end,
+        beta_schedule: BetaSchedule = DEFAULTS.beta_schedule,
+        trained_betas: Sequence[float] | np.ndarray | None = None,
+        use_karras_sigmas: bool = DEFAULTS.use_karras_sigmas,
+        use_exponential_sigmas: bool = DEFAULTS.use_exponential_sigmas,
+        use_beta_sigmas: bool = DEFAULTS.use_beta_sigmas,
+        prediction_type: PredictionType = DEFAULTS.prediction_type,
+        timestep_spacing: TimestepSpacing = DEFAULTS.timestep_spacing,
+        steps_offset: int = DEFAULTS.steps_offset,
+        eta: float = DEFAULTS.eta,
+        s_noise: float = DEFAULTS.s_noise,
+        discard_penultimate_sigma: bool = DEFAULTS.discard_penultimate_sigma,
+    ) -> None:
+        args = dict(locals())
+        del args["self"]
+        validate_config(args)
+        # diffusers builds a num_train_timesteps-step schedule here; it is built on first use
+        self._reset_loop()
+
+    if TYPE_CHECKING:
+
+        @property
+        def config(self) -> Any:
+            """The constructor's arguments (supplied by the config machinery)."""
+
+    # ----------------------------------------------------------------- schedule and state
+    def set_timesteps(
+        self,
+        num_inference_steps: int | None = None,
+        device: str | torch.device | None = None,
+        num_train_timesteps: int | None = None,
+    ) -> None:
+        """Build the schedule for ``num_inference_steps`` steps (``2 * N - 1`` model calls).
+
+        Matches diffusers 0.42.1 ``set_timesteps`` (see the class notes for differences). The
+        config is read now, so a config changed since the last call takes effect.
+
+        Parameters
+        ----------
+        num_inference_steps : int
+            ``N >= 1`` (a Python or NumPy integer, or a 0-d integer tensor).
+        device : str or torch.device, optional
+            Where ``timesteps`` should live. When given, or when torch has been imported,
+            ``timesteps`` and ``sigmas`` are torch tensors; otherwise NumPy arrays.
+        num_train_timesteps : int, optional
+            Overrides the config's value for the timestep spacing.
+
+        Raises
+        ------
+        TypeError
+            ``num_inference_steps`` or ``num_train_timesteps`` is not an integer.
+        ValueError
+            ``num_inference_steps`` is below 1, or exceeds ``num_train_timesteps`` with
+            ``leading``/``trailing`` spacing.
+        """
+        n = check_int(
+            "num_inference_steps",
+            _as_int(num_inference_steps),
+            positive,
+            "an integer >= 1 (the number of denoising steps)",
+        )
+        t_train = self.config["num_train_timesteps"]
+        if num_train_timesteps is not None:
+            t_train = check_int(
+                "num_train_timesteps", _as_int(num_train_timesteps), positive, "an integer >= 1"
+            )
+        spacing = self.config["timestep_spacing"]
+        n_built = n + 1 if self.config["discard_penultimate_sigma"] else n
+        if spacing != "linspace" and n_built > t_train:
+            raise ValueError(
+                f"num_inference_steps={n} needs {n_built} distinct timesteps but "
+                f"timestep_spacing={spacing!r} gives at most num_train_timesteps={t_train}; "
+                "use fewer steps or timestep_spacing='linspace'."
+            )
+        self._use(make_schedule(self.config, int(n), int(t_train)), device)
+
+    def _table(self, values: np.ndarray, dtype: str = "float32") -> Any:
+        return _to_output(self.schedule.expanded(values), dtype)
+
+    def _default_schedule(self) -> Schedule:
+        # the num_train_timesteps-step schedule diffusers builds in its constructor
+        t = self.config["num_train_timesteps"]
+        return make_schedule(self.config, t, t)
+
+    @property
+    def schedule(self) -> Schedule:
+        """The pure float64 tables behind the current schedule (see :class:`kdpm2.Schedule`).
+
+        Before :meth:`set_timesteps`, the ``num_train_timesteps``-step schedule that diffusers
+        builds in its constructor (built here on first use).
+        """
+        return super().schedule
+
+    @property
+    def sigmas(self) -> Any:
+        """Step sigmas laid out per model call as diffusers does, shape ``(2N + 2,)``, float32."""
+        return self._table(self.schedule.sigmas)
+
+    @property
+    def sigmas_interpol(self) -> Any:
+        """Midpoint sigmas laid out per model call as diffusers does, shape ``(2N + 2,)``."""
+        return self._table(np.append(self.schedule.sigmas_interpol, 0.0))
+
+    @property
+    def sigmas_up(self) -> Any:
+        """Std of each step's fresh noise, laid out as diffusers does, shape ``(2N + 2,)``."""
+        return self._table(np.append(self.schedule.sigmas_up, 0.0))
+
+    @property
+    def sigmas_down(self) -> Any:
+        """Each step's deterministic target sigma, in diffusers' layout, shape ``(2N + 2,)``."""
+        return self._table(np.append(self.schedule.sigmas_down, 0.0))
+
+    @property
+    def init_noise_sigma(self) -> Any:
+        """Standard deviation of the initial noise: scale unit Gaussian noise by it (a float)."""
+        return self.schedule.init_noise_sigma
+
+    @property
+    def betas(self) -> Any:
+        """Training betas, shape ``(T,)``, float32."""
+        return _to_output(train_schedule_from_config(self.config).betas, "float32")
+
+    @property
+    def alphas(self) -> Any:
+        """``1 - betas``, shape ``(T,)``, float32."""
+        betas = train_schedule_from_config(self.config).betas.astype(np.float32)
+        return _to_output(np.float32(1) - betas, "float32")
+
+    @property
+    def alphas_cumprod(self) -> Any:
+        """Cumulative products of ``1 - betas``, shape ``(T,)``, float32."""
+        return _to_output(train_schedule_from_config(self.config).alphas_cumprod, "float32")
+
+    @property
+    def log_sigmas(self) -> Any:
+        """``log`` of the training sigmas, shape ``(T,)``, float32."""
+        return _to_output(train_schedule_from_config(self.config).log_sigmas, "float32")
+
     # ----------------------------------------------------------------------- the loop
     def scale_model_input(self, sample: Any, timestep: float | Any) -> Any:
         """Divide ``sample`` by ``sqrt(sigma**2 + 1)``, the model input scaling for this call.
@@ -394,7 +438,7 @@ class KDPM2AncestralSchedulerCore:
         if not isinstance(sample, np.ndarray) and not _xp.is_torch(sample):
             check_array("sample", sample)  # raises, naming what was given
         k = self._step_index = self._call_index(timestep, "scale_model_input")
-        return sample / float(self._schedule.call_scales[k])  # type: ignore[union-attr]
+        return sample / float(self._schedule.call_scales[k])
 
     def step(
         self,
@@ -520,9 +564,6 @@ class KDPM2AncestralSchedulerCore:
         sigma = sch.expanded(sch.sigmas).astype(np.float32)[idx]
         sigma = _xp.append_dims(_xp.like(sigma, original_samples), original_samples.ndim)
         return original_samples + noise * sigma
-
-    def __len__(self) -> int:
-        return self.config["num_train_timesteps"]
 
 
 def _is_first_half(k: int) -> bool:
