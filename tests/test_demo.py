@@ -13,6 +13,7 @@ from safetensors.numpy import save
 from kdpm2.demo._sigmas import sigmas_at, training_sigmas
 from kdpm2.demo.digits import (
     DEMO_DIR,
+    FLOW_DIR,
     MANIFEST_PATH,
     WEIGHTS_PATH,
     DigitsDenoiser,
@@ -21,6 +22,7 @@ from kdpm2.demo.digits import (
     file_digest,
     forward_numpy,
     init_params,
+    load_digits_denoiser,
     read_weights,
     timestep_embedding,
 )
@@ -74,10 +76,11 @@ def test_numpy_forward_matches_torch_forward_on_random_weights(seed):
     np.testing.assert_allclose(expected.numpy(), actual, rtol=1e-5, atol=1e-5)
 
 
-def test_numpy_and_torch_denoisers_agree_on_bundled_weights():
+@pytest.mark.parametrize("model_dir", [DEMO_DIR, FLOW_DIR], ids=["digits", "digits-flow"])
+def test_numpy_and_torch_denoisers_agree_on_bundled_weights(model_dir):
     """If this fails, --backend numpy and --backend torch sample from different models."""
     torch = pytest.importorskip("torch")
-    params = read_weights()
+    params = read_weights(model_dir / WEIGHTS_PATH.name)
     rng = np.random.default_rng(0)
     x = rng.standard_normal((16, 8, 8)).astype(np.float32)
     for t in (999.0, 812.37, 0.0):
@@ -288,3 +291,92 @@ def test_gmm_density_integrates_to_one():
     gx, gy = np.meshgrid(grid, grid)
     density = mix.density(np.stack([gx, gy], axis=-1))
     np.testing.assert_allclose(1.0, density.sum() * (grid[1] - grid[0]) ** 2, rtol=1e-3)
+
+
+# --- the rectified-flow model -------------------------------------------------------------------
+
+FLOW_WEIGHTS = FLOW_DIR / WEIGHTS_PATH.name
+
+
+def test_flow_weights_match_their_manifest():
+    """If this fails, digits_flow/'s weights and manifest.json are out of step: re-run
+    `python scripts/train_digits.py --flow`."""
+    manifest = json.loads((FLOW_DIR / MANIFEST_PATH.name).read_text())
+    sha256, size = file_digest(FLOW_WEIGHTS)
+    assert manifest["files"][FLOW_WEIGHTS.name] == {"sha256": sha256, "size": size}
+    assert size < 8_000_000
+    assert manifest["training"]["objective"].startswith("velocity")
+
+
+def test_flow_scheduler_config_has_flow_match_euler_keys():
+    """If this fails, digits_flow/scheduler_config.json names another scheduler or lacks a
+    FlowMatchEulerDiscreteScheduler setting (diffusers 0.42.1's keys; shift 1 is what the model
+    was trained for)."""
+    config = json.loads((FLOW_DIR / "scheduler_config.json").read_text())
+    expected = {
+        "_class_name": "FlowMatchKDPM2AncestralDiscreteScheduler",
+        "num_train_timesteps": 1000,
+        "shift": 1.0,
+        "use_dynamic_shifting": False,
+        "base_shift": 0.5,
+        "max_shift": 1.15,
+        "base_image_seq_len": 256,
+        "max_image_seq_len": 4096,
+        "invert_sigmas": False,
+        "shift_terminal": None,
+        "use_karras_sigmas": False,
+        "use_exponential_sigmas": False,
+        "use_beta_sigmas": False,
+        "time_shift_type": "exponential",
+        "stochastic_sampling": False,
+        "eta": 1.0,
+        "s_noise": 1.0,
+    }
+    assert expected == config
+
+
+def test_flow_scheduler_config_keys_are_diffusers_flow_match_euler_keys():
+    """If this fails, diffusers' FlowMatchEulerDiscreteScheduler gained or lost a setting that
+    digits_flow/scheduler_config.json does not follow (eta and s_noise are the ancestral knobs)."""
+    diffusers = pytest.importorskip("diffusers")
+    import inspect
+
+    params = inspect.signature(diffusers.FlowMatchEulerDiscreteScheduler.__init__).parameters
+    expected = {name for name in params if name != "self"} | {"eta", "s_noise"}
+    config = json.loads((FLOW_DIR / "scheduler_config.json").read_text())
+    assert expected == set(config) - {"_class_name"}
+
+
+def test_flow_network_predicts_the_velocity_of_real_digits():
+    """If this fails, the shipped flow weights are untrained, predict something other than the
+    velocity eps - x0 (the eps weights fail here), or read the timestep on another scale.
+
+    At s = 0.3 (timestep 300) the estimate x_s - s * v of x0 must be much closer to the clean
+    digit than x_s itself: the shipped weights give 0.16 of the squared error, the eps weights
+    0.75, the flow weights called at timestep s or 1000 * (1 - s) 1.58 and 0.55.
+    """
+    from sklearn.datasets import load_digits
+
+    x0 = (load_digits().data[:200] / 8.0 - 1.0).astype(np.float32)
+    s = 0.3
+    rng = np.random.default_rng(0)
+    x_s = (1 - s) * x0 + s * rng.standard_normal(x0.shape).astype(np.float32)
+    v = load_digits_denoiser(model_dir=FLOW_DIR)(x_s, 1000 * s)
+    denoised = x_s - s * v
+    noisy_error = np.mean((x_s - x0) ** 2)
+    denoised_error = np.mean((denoised - x0) ** 2)
+    assert denoised_error < 0.25 * noisy_error, (noisy_error, denoised_error)
+
+
+def test_model_dir_picks_the_weights_and_path_excludes_it():
+    """If this fails, --model digits-flow may run the diffusion weights (or the reverse), or a
+    call naming two weights files silently picks one."""
+    flow = load_digits_denoiser(model_dir=FLOW_DIR)
+    default = load_digits_denoiser()
+    x = np.zeros((1, 64), np.float32)
+    np.testing.assert_array_equal(
+        DigitsDenoiser(read_weights(FLOW_WEIGHTS))(x, 500.0), flow(x, 500.0)
+    )
+    assert not np.allclose(default(x, 500.0), flow(x, 500.0), atol=0.1)
+    with pytest.raises(TypeError, match=r"got path='.*digits.safetensors' and model_dir="):
+        load_digits_denoiser(path=WEIGHTS_PATH, model_dir=FLOW_DIR)

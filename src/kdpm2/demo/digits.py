@@ -1,9 +1,17 @@
-"""The bundled digits denoiser: a small residual MLP trained on scikit-learn's 8x8 digits.
+"""The bundled digits networks: small residual MLPs trained on scikit-learn's 8x8 digits.
 
-The network predicts the noise ``eps`` in ``x_t = x_0 + sigma_t * eps`` from the scaled input
-``x_t / sqrt(sigma_t**2 + 1)`` and the (float) train-time timestep, the interface of a diffusers
-UNet with ``prediction_type='epsilon'``. Pixels live in ``[-1, 1]`` (``x = pixels / 8 - 1`` for the
-0..16 digits data).
+Two models share the architecture and this loader, each in its own directory (weights, manifest
+and ``scheduler_config.json``):
+
+- ``DEMO_DIR`` (``kdpm2 sample --model digits``): a diffusion model. It predicts the noise ``eps``
+  in ``x_t = x_0 + sigma_t * eps`` from the scaled input ``x_t / sqrt(sigma_t**2 + 1)`` and the
+  (float) train-time timestep, the interface of a diffusers UNet with ``prediction_type='epsilon'``.
+- ``FLOW_DIR`` (``--model digits-flow``): a rectified-flow model. It predicts the velocity
+  ``v = eps - x_0`` of ``x_s = (1 - s) * x_0 + s * eps`` from the unscaled ``x_s`` and the
+  timestep ``1000 * s``, the interface of a model sampled by diffusers'
+  FlowMatchEulerDiscreteScheduler.
+
+Pixels live in ``[-1, 1]`` (``x = pixels / 8 - 1`` for the 0..16 digits data).
 
 The forward pass is written twice, once in NumPy (:func:`forward_numpy`, what ``kdpm2 sample`` uses
 by default, so that the demo runs without torch) and once in torch (:func:`forward_torch`, used by
@@ -40,6 +48,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEMO_DIR",
+    "FLOW_DIR",
     "IMAGE_SHAPE",
     "MANIFEST_PATH",
     "WEIGHTS_PATH",
@@ -59,6 +68,7 @@ __all__ = [
 DEMO_DIR = Path(__file__).resolve().parent
 WEIGHTS_PATH = DEMO_DIR / "digits.safetensors"
 MANIFEST_PATH = DEMO_DIR / "manifest.json"
+FLOW_DIR = DEMO_DIR / "digits_flow"
 IMAGE_SHAPE = (8, 8)
 NUM_PIXELS = IMAGE_SHAPE[0] * IMAGE_SHAPE[1]
 # The embedding's timescale: t / 1000 with angular frequencies from 1 to 300, so the fastest
@@ -69,7 +79,7 @@ _MAX_FREQUENCY = 300.0
 _LAYER_NORM_EPS = 1e-5
 _FIX_HINT = (
     "Reinstall kdpm2, or regenerate the weights with `python scripts/train_digits.py` "
-    "from a source checkout."
+    "(with --flow for digits_flow/) from a source checkout."
 )
 
 
@@ -468,7 +478,10 @@ def read_weights(
 
 
 class DigitsDenoiser:
-    """Noise predictor for 8x8 digits, callable as ``model(sample, timestep) -> eps``.
+    """Digits network, callable as ``model(sample, timestep) -> eps`` (or velocity).
+
+    What it predicts is what its weights were trained for: ``eps`` for the weights in
+    ``DEMO_DIR``, the velocity ``eps - x_0`` for those in ``FLOW_DIR`` (see the module docstring).
 
     Parameters
     ----------
@@ -496,19 +509,20 @@ class DigitsDenoiser:
         self._torch_params: dict[Any, dict[str, Any]] = {}
 
     def __call__(self, sample: Any, timestep: Any) -> Any:
-        """Return the predicted noise ``eps``, with the type and shape of ``sample``.
+        """Return the prediction (``eps`` or velocity), with the type and shape of ``sample``.
 
         Parameters
         ----------
         sample : numpy.ndarray or torch.Tensor
-            Scaled noisy digits of shape ``(B, 64)`` or ``(B, 8, 8)``.
+            Noisy digits of shape ``(B, 64)`` or ``(B, 8, 8)``, as the scheduler's
+            ``scale_model_input`` returns them.
         timestep : float or array_like
             Train-time timestep, scalar or shape ``(B,)``; fractional values are fine.
 
         Returns
         -------
         numpy.ndarray or torch.Tensor
-            float32 noise prediction of the same shape as ``sample``.
+            float32 prediction of the same shape as ``sample``.
         """
         flat = sample.reshape(sample.shape[0], NUM_PIXELS)
         if self.backend == "numpy":
@@ -526,15 +540,20 @@ def load_digits_denoiser(
     backend: Literal["numpy", "torch"] = "numpy",
     *,
     path: str | os.PathLike[str] | None = None,
+    model_dir: str | os.PathLike[str] | None = None,
 ) -> DigitsDenoiser:
-    """Load the bundled digits network, verifying the weights file.
+    """Load a bundled digits network, verifying the weights file.
 
     Parameters
     ----------
     backend : {'numpy', 'torch'}, default 'numpy'
         Array type the returned model works on.
     path : str or os.PathLike, optional
-        Weights file; default: the bundled ``digits.safetensors``.
+        Weights file; default: ``digits.safetensors`` in ``model_dir``.
+    model_dir : str or os.PathLike, optional
+        Directory holding ``digits.safetensors`` and its ``manifest.json``: ``DEMO_DIR`` (the
+        default, the eps-prediction model) or ``FLOW_DIR`` (the velocity model). Give ``path`` or
+        ``model_dir``, not both.
 
     Returns
     -------
@@ -544,11 +563,20 @@ def load_digits_denoiser(
     ------
     WeightsError
         See :func:`read_weights`.
+    TypeError
+        If both ``path`` and ``model_dir`` are given.
 
     Examples
     --------
-    >>> model = load_digits_denoiser("numpy")
-    >>> model.spec.width > 0
-    True
+    >>> model = load_digits_denoiser("numpy", model_dir=FLOW_DIR)
+    >>> model(np.zeros((2, 64), np.float32), 1000.0).shape
+    (2, 64)
     """
+    if path is not None and model_dir is not None:
+        raise TypeError(
+            f"load_digits_denoiser() got path={str(path)!r} and model_dir={str(model_dir)!r}; "
+            "give one of them (model_dir reads its digits.safetensors)."
+        )
+    if model_dir is not None:
+        path = Path(model_dir) / WEIGHTS_PATH.name
     return DigitsDenoiser(read_weights(path), backend=backend)
