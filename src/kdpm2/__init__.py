@@ -39,11 +39,15 @@ from .schedule import make_schedule as make_schedule
 from .scheduler import TimestepNotInScheduleError as TimestepNotInScheduleError
 
 if TYPE_CHECKING:
+    from .flow import (
+        FlowMatchKDPM2AncestralDiscreteScheduler as FlowMatchKDPM2AncestralDiscreteScheduler,
+    )
     from .scheduler import KDPM2AncestralDiscreteScheduler as KDPM2AncestralDiscreteScheduler
     from .scheduler import SchedulerMixin as SchedulerMixin
 
 __all__ = [
     "BrownianTreeNoiseSampler",
+    "FlowMatchKDPM2AncestralDiscreteScheduler",
     "FrozenConfig",
     "KDPM2AncestralDiscreteScheduler",
     "KDPM2AncestralDiscreteSchedulerOutput",
@@ -68,25 +72,29 @@ __all__ = [
     "to_d",
 ]
 
-_RESOLVED = ("KDPM2AncestralDiscreteScheduler", "SchedulerMixin")
+# public name -> kdpm2's own module that defines it (used where diffusers is missing)
+_RESOLVED = {
+    "KDPM2AncestralDiscreteScheduler": "scheduler",
+    "SchedulerMixin": "scheduler",
+    "FlowMatchKDPM2AncestralDiscreteScheduler": "flow",
+}
 
 
-def _scheduler_module() -> Any:
-    """Return the module the public names resolve to: the diffusers-backed one if possible."""
+def _resolve(name: str) -> Any:
+    """Return the class a public name resolves to: the diffusers-backed one if possible."""
+    import importlib
+
     try:
         from . import _diffusers
     except ImportError:  # no diffusers, or diffusers without torch
-        from . import scheduler
-
-        return scheduler
-    return _diffusers
+        return getattr(importlib.import_module(f"kdpm2.{_RESOLVED[name]}"), name)
+    return getattr(_diffusers, name)
 
 
 def __getattr__(name: str) -> Any:
     if name in _RESOLVED:
-        module = _scheduler_module()
         for resolved in _RESOLVED:
-            globals()[resolved] = getattr(module, resolved)
+            globals()[resolved] = _resolve(resolved)
         return globals()[name]
     raise AttributeError(f"module 'kdpm2' has no attribute {name!r}")
 

@@ -16,9 +16,13 @@ from typing import Any
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 
-from . import scheduler
+from . import flow, scheduler
 
-__all__ = ["KDPM2AncestralDiscreteScheduler", "SchedulerMixin"]
+__all__ = [
+    "FlowMatchKDPM2AncestralDiscreteScheduler",
+    "KDPM2AncestralDiscreteScheduler",
+    "SchedulerMixin",
+]
 
 
 class KDPM2AncestralDiscreteScheduler(
@@ -37,3 +41,12 @@ class KDPM2AncestralDiscreteScheduler(
         import torch
 
         return torch.tensor(self.schedule.init_noise_sigma, dtype=torch.float32)
+
+
+class FlowMatchKDPM2AncestralDiscreteScheduler(
+    flow.FlowMatchKDPM2AncestralSchedulerCore, SchedulerMixin, ConfigMixin
+):
+    __doc__ = flow.FlowMatchKDPM2AncestralDiscreteScheduler.__doc__
+    __module__ = "kdpm2"
+
+    __init__ = register_to_config(flow.FlowMatchKDPM2AncestralSchedulerCore.__init__)

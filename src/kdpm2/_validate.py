@@ -33,6 +33,7 @@ __all__ = [
     "timestep_value",
     "to_scalar",
     "validate_config",
+    "validate_flow_config",
 ]
 
 
@@ -138,6 +139,62 @@ def validate_config(cfg: Mapping[str, Any]) -> None:
         "discard_penultimate_sigma",
     ):
         _check_bool(key, cfg[key])
+    _check_respacing(cfg)
+    check_int("steps_offset", cfg["steps_offset"], lambda v: v >= 0, "an integer >= 0")
+    check_eta(cfg["eta"])
+    check_s_noise(cfg["s_noise"])
+
+
+def validate_flow_config(cfg: Mapping[str, Any]) -> None:
+    """Raise for any flow-scheduler constructor argument that cannot give a valid schedule.
+
+    Raises
+    ------
+    ValueError
+        A value outside its range, an unknown option, or options that contradict each other.
+    TypeError
+        A value of the wrong type.
+    ImportError
+        ``use_beta_sigmas=True`` without scipy.
+    """
+    check_int("num_train_timesteps", cfg["num_train_timesteps"], positive, "an integer >= 1")
+    _check_number("shift", cfg["shift"], "a finite number > 0")
+    if not (math.isfinite(float(cfg["shift"])) and float(cfg["shift"]) > 0):
+        raise ValueError(
+            f"shift={cfg['shift']!r} is invalid; expected a finite number > 0 (SD3: 3.0)."
+        )
+    for key in ("base_shift", "max_shift"):
+        if cfg[key] is not None:
+            _check_number(key, cfg[key], "a finite number or None")
+            if not math.isfinite(float(cfg[key])):
+                raise ValueError(
+                    f"{key}={cfg[key]!r} is invalid; expected a finite number or None."
+                )
+    for key in ("base_image_seq_len", "max_image_seq_len"):
+        check_int(key, cfg[key], positive, "an integer >= 1")
+    terminal = cfg["shift_terminal"]
+    if terminal is not None:
+        _check_number("shift_terminal", terminal, "a number in (0, 1) or None")
+        if terminal and not 0.0 < float(terminal) < 1.0:
+            raise ValueError(
+                f"shift_terminal={terminal!r} is outside (0, 1); it is the last noise level of "
+                "the stretched schedule."
+            )
+    _check_choice("time_shift_type", cfg["time_shift_type"], ("exponential", "linear"))
+    for key in (
+        "use_dynamic_shifting",
+        "invert_sigmas",
+        "use_karras_sigmas",
+        "use_exponential_sigmas",
+        "use_beta_sigmas",
+    ):
+        _check_bool(key, cfg[key])
+    _check_respacing(cfg)
+    check_eta(cfg["eta"])
+    check_s_noise(cfg["s_noise"])
+
+
+def _check_respacing(cfg: Mapping[str, Any]) -> None:
     chosen = [k for k in ("karras", "exponential", "beta") if cfg[f"use_{k}_sigmas"]]
     if len(chosen) > 1:
         raise ValueError(
@@ -151,9 +208,6 @@ def validate_config(cfg: Mapping[str, Any]) -> None:
             raise ImportError(
                 "use_beta_sigmas=True needs scipy; install it with `pip install scipy`."
             ) from None
-    check_int("steps_offset", cfg["steps_offset"], lambda v: v >= 0, "an integer >= 0")
-    check_eta(cfg["eta"])
-    check_s_noise(cfg["s_noise"])
 
 
 def check_eta(eta: object) -> float:
