@@ -72,7 +72,8 @@ SCHEDULER_CONFIG: dict[str, Any] = {
 }
 
 # diffusers 0.42.1 FlowMatchEulerDiscreteScheduler's keys (its defaults; shift 1 is what the flow
-# model is trained for) plus the ancestral knobs of FlowMatchKDPM2AncestralDiscreteScheduler.
+# model is trained for) but stochastic_sampling (the ancestral sampler draws its own noise), plus
+# the ancestral knobs of FlowMatchKDPM2AncestralDiscreteScheduler.
 FLOW_SCHEDULER_CONFIG: dict[str, Any] = {
     "_class_name": "FlowMatchKDPM2AncestralDiscreteScheduler",
     "num_train_timesteps": 1000,
@@ -88,7 +89,6 @@ FLOW_SCHEDULER_CONFIG: dict[str, Any] = {
     "use_exponential_sigmas": False,
     "use_beta_sigmas": False,
     "time_shift_type": "exponential",
-    "stochastic_sampling": False,
     "eta": 1.0,
     "s_noise": 1.0,
 }
