@@ -88,6 +88,47 @@ def test_gmm_run_writes_points_near_the_mixture(tmp_path, capsys):
     assert np.asarray(Image.open(png)).shape == (360, 360, 3)
 
 
+@pytest.mark.parametrize("backend", ["numpy", "torch"])
+def test_digits_flow_run_writes_digits(backend, tmp_path, capsys):
+    """If this fails, `kdpm2 sample --model digits-flow` (the rectified-flow network with the
+    flow-matching sampler) is broken on that backend."""
+    if backend == "torch":
+        pytest.importorskip("torch")
+    png, npy = tmp_path / "f.png", tmp_path / "f.npy"
+    code, out, err = _run(
+        ["sample", "--model", "digits-flow", "--num-samples", 6, "--backend", backend,
+         "--out", png, "--npy", npy],
+        capsys,
+    )  # fmt: skip
+    assert (code, err) == (0, "")
+    assert f"wrote 6 digits to {png} and {npy} (20 steps, 39 model calls, {backend}" in out
+    samples = np.load(npy)
+    assert samples.shape == (6, 8, 8)
+    assert np.float32 == samples.dtype
+    assert samples.min() == 0.0
+    assert samples.max() > 0.9
+    # about a third ink, as real digits (0.31); clipped noise would give 0.49
+    assert 0.2 < samples.mean() < 0.4
+    assert np.ptp(samples, axis=0).max() > 0.5  # six different images, not one
+
+
+def test_flow_sampler_options_reach_the_flow_scheduler():
+    """If this fails, --model digits-flow samples with the diffusion scheduler, or --eta,
+    --karras and --steps do not reach the flow scheduler."""
+    options = cli.parse_args(
+        ["sample", "--model", "digits-flow", "--eta", "0", "--karras", "--steps", "7"]
+    )
+    scheduler = cli.build_scheduler(options)
+    assert type(scheduler).__name__ == "FlowMatchKDPM2AncestralDiscreteScheduler"
+    assert scheduler.config["eta"] == 0.0
+    assert scheduler.config["use_karras_sigmas"] is True
+    assert len(scheduler.timesteps) == 13
+    assert float(scheduler.timesteps[0]) == 1000.0  # sigma 1 times num_train_timesteps
+    assert float(scheduler.init_noise_sigma) == 1.0
+    default = cli.build_scheduler(cli.parse_args(["sample", "--model", "digits-flow"]))
+    assert (default.config["eta"], default.config["use_karras_sigmas"]) == (1.0, False)
+
+
 @pytest.mark.parametrize(
     ("argv", "fragment"),
     [
@@ -229,6 +270,9 @@ _NO_TORCH_SCRIPT = textwrap.dedent(
     rc = main(["sample", "--model", "gmm", "--num-samples", "3", "--steps", "2",
                "--out", out + "/b.png"])
     assert rc == 0, rc
+    rc = main(["sample", "--model", "digits-flow", "--num-samples", "3", "--steps", "20",
+               "--out", out + "/f.png", "--npy", out + "/f.npy"])
+    assert rc == 0, rc
     loaded = sorted(m for m in sys.modules if m == "torch" or m.startswith("torch."))
     assert loaded == ["torch"] and sys.modules["torch"] is None, loaded
     print("torch-free ok")
@@ -247,10 +291,29 @@ def test_few_steps_warn_once_and_enough_steps_stay_silent(tmp_path, capsys):
         (["--steps", 19], True),
         (["--steps", 19, "-q"], False),
         (["--model", "gmm", "--steps", 2], False),
+        (["--model", "digits-flow", "--steps", 9], True),
+        (["--model", "digits-flow", "--steps", 10], False),
     ):
         code, _, err = _run(["sample", "--num-samples", 2, "--out", png, *argv], capsys)
         assert code == 0
         assert ("warning:" in err) == warned, (argv, err)
+
+
+def test_few_steps_warning_counts_are_per_model():
+    """The flow model passes the quality check from 10 steps with either spacing (README table),
+    the diffusion model from 20 (10 with Karras): each warning names its own count."""
+
+    def warning(*argv):
+        return cli.few_steps_warning(cli.parse_args(["sample", *argv]))
+
+    flow = warning("--model", "digits-flow", "--steps", "9")
+    assert flow is not None
+    assert flow.startswith("warning: 9 steps is below the 10 at which the digits pass"), flow
+    assert warning("--model", "digits-flow", "--steps", "9", "--karras") == flow
+    assert warning("--model", "digits-flow", "--steps", "10") is None
+    diffusion = warning("--steps", "10")
+    assert diffusion is not None
+    assert diffusion.startswith("warning: 10 steps is below the 20 (or 10 with --karras)")
 
 
 def test_missing_optional_package_is_found_before_any_work(tmp_path, capsys, monkeypatch):
@@ -311,6 +374,7 @@ def test_numpy_backend_never_imports_torch(tmp_path):
     )
     assert "torch-free ok" in result.stdout, result.stderr
     assert np.load(tmp_path / "a.npy").shape == (3, 8, 8)
+    assert np.load(tmp_path / "f.npy").shape == (3, 8, 8)
     # Asking for torch without it is a user error: one line, exit code 2.
     assert result.returncode == 2
     assert len(result.stderr.splitlines()) == 1, result.stderr

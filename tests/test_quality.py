@@ -1,4 +1,4 @@
-"""Sample quality of the bundled digits model, judged by a classifier trained on real digits."""
+"""Sample quality of the bundled digits models, judged by a classifier trained on real digits."""
 
 from __future__ import annotations
 
@@ -29,9 +29,9 @@ def _blurred_noise(rng: np.random.Generator, n: int) -> np.ndarray:
     return (blurred - low) / (blurred.max(axis=(1, 2), keepdims=True) - low)
 
 
-@pytest.fixture(scope="module")
-def generated() -> np.ndarray:
-    options = cli.SampleOptions(num_samples=300, steps=20, seed=0)
+@pytest.fixture(scope="module", params=["digits", "digits-flow"])
+def generated(request) -> np.ndarray:
+    options = cli.SampleOptions(model=request.param, num_samples=300, steps=20, seed=0)
     samples = cli.sample(
         cli.build_model(options),
         cli.build_scheduler(options),
@@ -39,12 +39,13 @@ def generated() -> np.ndarray:
         sample_shape=(64,),
         seed=0,
     )
-    return cli.to_output(samples, "digits")
+    return cli.to_output(samples, options.model)
 
 
 def test_generated_digits_pass_the_quality_check(generated):
-    """If this fails, `kdpm2 sample` draws digits a classifier does not recognise, misses classes,
-    or collapses onto a few images (300 samples, 20 steps, seed 0)."""
+    """If this fails, `kdpm2 sample` (--model digits, or digits-flow with the flow-matching
+    sampler) draws digits a classifier does not recognise, misses classes, or collapses onto a
+    few images (300 samples, 20 steps, seed 0)."""
     quality = digit_quality(generated)
     assert quality.passed, quality.summary()
 

@@ -1,9 +1,10 @@
 """Command line: ``kdpm2 sample`` draws images with the bundled demo models.
 
 ``kdpm2 sample`` with no options samples a grid of 8x8 digits from the bundled network with 20
-KDPM2-ancestral steps and writes ``kdpm2-samples.png``. ``--model gmm`` samples a 2-D Gaussian
-mixture through its exact denoiser instead and draws the points over the true density. Everything
-runs in NumPy unless ``--backend torch`` is given.
+KDPM2-ancestral steps and writes ``kdpm2-samples.png``. ``--model digits-flow`` samples the bundled
+rectified-flow digits network with the flow-matching variant of the sampler. ``--model gmm``
+samples a 2-D Gaussian mixture through its exact denoiser instead and draws the points over the
+true density. Everything runs in NumPy unless ``--backend torch`` is given.
 
 Parsing (:func:`parse_args`), building the model and scheduler (:func:`build_model`,
 :func:`build_scheduler`), sampling (:func:`sample`) and writing (:func:`write_outputs`) are separate
@@ -27,7 +28,7 @@ from typing import Any, Literal, NoReturn
 import numpy as np
 
 from kdpm2._io import write_bytes_atomic
-from kdpm2.demo.digits import DEMO_DIR, IMAGE_SHAPE, WeightsError, load_digits_denoiser
+from kdpm2.demo.digits import DEMO_DIR, FLOW_DIR, IMAGE_SHAPE, WeightsError, load_digits_denoiser
 from kdpm2.demo.gmm import GaussianMixture2D, GMMDenoiser, default_mixture
 
 __all__ = [
@@ -49,9 +50,15 @@ MAX_SEED = 2**64 - 1  # what a torch.Generator takes; NumPy takes the same range
 #: Fewest steps at which the digits pass the README's quality check, per sigma spacing
 #: (``scripts/quality_table.py``: default spacing passes at 20, Karras at 10).
 QUALITY_STEPS = {"default": 20, "karras": 10}
+#: The same for ``--model digits-flow`` (both spacings pass at 10).
+FLOW_QUALITY_STEPS = {"default": 10, "karras": 10}
 DEFAULT_OUT = Path("kdpm2-samples.png")
-DEFAULT_NUM_SAMPLES = {"digits": 64, "gmm": 1000}
-SAMPLE_SHAPE = {"digits": (IMAGE_SHAPE[0] * IMAGE_SHAPE[1],), "gmm": (2,)}
+DEFAULT_NUM_SAMPLES = {"digits": 64, "digits-flow": 64, "gmm": 1000}
+SAMPLE_SHAPE = {
+    "digits": (IMAGE_SHAPE[0] * IMAGE_SHAPE[1],),
+    "digits-flow": (IMAGE_SHAPE[0] * IMAGE_SHAPE[1],),
+    "gmm": (2,),
+}
 _DIGIT_SCALE = 6  # screen pixels per digit pixel
 _DIGIT_GAP = 2
 _PLOT_SIZE = 360
@@ -68,8 +75,9 @@ class SampleOptions:
 
     Attributes
     ----------
-    model : {'digits', 'gmm'}
-        Bundled digits network or the exact 2-D Gaussian mixture denoiser.
+    model : {'digits', 'digits-flow', 'gmm'}
+        Bundled digits network (diffusion or rectified flow) or the exact 2-D Gaussian mixture
+        denoiser.
     num_samples : int
         Number of samples ``N``.
     steps : int
@@ -90,7 +98,7 @@ class SampleOptions:
         No progress bar and no summary line.
     """
 
-    model: Literal["digits", "gmm"] = "digits"
+    model: Literal["digits", "digits-flow", "gmm"] = "digits"
     num_samples: int = 64
     steps: int = 20
     seed: int = 0
@@ -117,10 +125,11 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     sub.add_argument(
         "--model",
-        choices=("digits", "gmm"),
+        choices=("digits", "digits-flow", "gmm"),
         default="digits",
-        help="digits: the bundled 8x8 digits network (default); gmm: a 2-D Gaussian mixture "
-        "with its exact denoiser, drawn over the true density",
+        help="digits: the bundled 8x8 digits network (default); digits-flow: its rectified-flow "
+        "twin, sampled with the flow-matching scheduler; gmm: a 2-D Gaussian mixture with its "
+        "exact denoiser, drawn over the true density",
     )
     sub.add_argument(
         "--num-samples",
@@ -134,7 +143,8 @@ def _build_parser() -> argparse.ArgumentParser:
         type=int,
         default=20,
         help=f"sampler steps, 1 to {MAX_STEPS} (default: 20; digits need about "
-        f"{QUALITY_STEPS['default']}, or {QUALITY_STEPS['karras']} with --karras)",
+        f"{QUALITY_STEPS['default']}, or {QUALITY_STEPS['karras']} with --karras; digits-flow "
+        f"about {FLOW_QUALITY_STEPS['default']})",
     )
     sub.add_argument("--seed", type=int, default=0, help="random seed, 0 to 2**64 - 1 (default: 0)")
     sub.add_argument(
@@ -250,7 +260,7 @@ def check_installed(options: SampleOptions) -> None:
     if options.backend == "torch":
         _require_torch()
     needs = [("PIL", "Pillow", "writing the PNG")]
-    if options.model == "digits":
+    if options.model != "gmm":
         needs.append(("safetensors", "safetensors", "reading the bundled digits weights"))
     for module, package, why in needs:
         if importlib.util.find_spec(module) is None:
@@ -262,11 +272,14 @@ def check_installed(options: SampleOptions) -> None:
 
 def few_steps_warning(options: SampleOptions) -> str | None:
     """Return a one-line warning when ``--steps`` is below where the digits look like digits."""
-    spacing = "karras" if options.karras else "default"
-    enough = QUALITY_STEPS[spacing]
-    if options.model != "digits" or options.steps >= enough:
+    if options.model == "gmm":
         return None
-    hint = "" if options.karras else " (or 10 with --karras)"
+    table = FLOW_QUALITY_STEPS if options.model == "digits-flow" else QUALITY_STEPS
+    enough = table["karras" if options.karras else "default"]
+    if options.steps >= enough:
+        return None
+    fewer = table["karras"] < enough
+    hint = f" (or {table['karras']} with --karras)" if fewer else ""
     return (
         f"warning: {options.steps} steps is below the {enough}{hint} at which the digits pass "
         "the README's quality check; DPM2 a adds fresh noise at every step, so with few steps "
@@ -275,7 +288,9 @@ def few_steps_warning(options: SampleOptions) -> str | None:
 
 
 def build_model(options: SampleOptions) -> Callable[[Any, Any], Any]:
-    """Return the denoiser ``model(scaled_sample, timestep) -> eps`` that ``options`` names.
+    """Return the model ``model(scaled_sample, timestep)`` that ``options`` names.
+
+    It returns ``eps`` for ``digits`` and ``gmm``, the velocity for ``digits-flow``.
 
     Parameters
     ----------
@@ -297,14 +312,17 @@ def build_model(options: SampleOptions) -> Callable[[Any, Any], Any]:
         _require_torch()
     if options.model == "gmm":
         return GMMDenoiser()
+    if options.model == "digits-flow":
+        return load_digits_denoiser(options.backend, model_dir=FLOW_DIR)
     return load_digits_denoiser(options.backend)
 
 
 def build_scheduler(options: SampleOptions) -> Any:
     """Return a KDPM2 ancestral scheduler set up for ``options.steps`` steps.
 
-    The config is the bundled ``scheduler_config.json`` (the forward process the digits network
-    was trained with), with ``eta`` and ``use_karras_sigmas`` from the options.
+    The config is the model's bundled ``scheduler_config.json`` (the forward process the network
+    was trained with), with ``eta`` and ``use_karras_sigmas`` from the options. ``digits-flow``
+    gets the flow-matching variant; ``digits`` and ``gmm`` the diffusion one.
 
     Parameters
     ----------
@@ -312,13 +330,20 @@ def build_scheduler(options: SampleOptions) -> Any:
 
     Returns
     -------
-    kdpm2.KDPM2AncestralDiscreteScheduler
+    kdpm2.KDPM2AncestralDiscreteScheduler or kdpm2.FlowMatchKDPM2AncestralDiscreteScheduler
     """
-    from kdpm2 import KDPM2AncestralDiscreteScheduler
+    if options.model == "digits-flow":
+        from kdpm2 import FlowMatchKDPM2AncestralDiscreteScheduler
 
-    scheduler = KDPM2AncestralDiscreteScheduler.from_pretrained(
-        DEMO_DIR, eta=options.eta, use_karras_sigmas=options.karras
-    )
+        scheduler: Any = FlowMatchKDPM2AncestralDiscreteScheduler.from_pretrained(
+            FLOW_DIR, eta=options.eta, use_karras_sigmas=options.karras
+        )
+    else:
+        from kdpm2 import KDPM2AncestralDiscreteScheduler
+
+        scheduler = KDPM2AncestralDiscreteScheduler.from_pretrained(
+            DEMO_DIR, eta=options.eta, use_karras_sigmas=options.karras
+        )
     scheduler.set_timesteps(options.steps)
     return scheduler
 
@@ -414,20 +439,21 @@ def sample(
     return np.asarray(x, dtype=np.float32)
 
 
-def to_output(samples: np.ndarray, model: Literal["digits", "gmm"]) -> np.ndarray:
+def to_output(samples: np.ndarray, model: Literal["digits", "digits-flow", "gmm"]) -> np.ndarray:
     """Convert model-space samples to what ``--npy`` writes.
 
     Parameters
     ----------
     samples : numpy.ndarray
         Output of :func:`sample`.
-    model : {'digits', 'gmm'}
+    model : {'digits', 'digits-flow', 'gmm'}
 
     Returns
     -------
     numpy.ndarray
-        float32; digits: shape ``(N, 8, 8)``, ink in ``[0, 1]`` (``(x + 1) / 2``, clipped, the
-        scale of ``sklearn.datasets.load_digits().images / 16``); gmm: the points, ``(N, 2)``.
+        float32; digits (both models): shape ``(N, 8, 8)``, ink in ``[0, 1]`` (``(x + 1) / 2``,
+        clipped, the scale of ``sklearn.datasets.load_digits().images / 16``); gmm: the points,
+        ``(N, 2)``.
 
     Examples
     --------
@@ -475,14 +501,14 @@ def _scatter_plot(points: np.ndarray, mixture: GaussianMixture2D) -> Any:
     return image
 
 
-def render(output: np.ndarray, model: Literal["digits", "gmm"]) -> bytes:
+def render(output: np.ndarray, model: Literal["digits", "digits-flow", "gmm"]) -> bytes:
     """Draw the samples as PNG bytes.
 
     Parameters
     ----------
     output : numpy.ndarray
         From :func:`to_output`.
-    model : {'digits', 'gmm'}
+    model : {'digits', 'digits-flow', 'gmm'}
         Digits become a grid of enlarged images (dark ink on white); gmm points become a
         scatter plot over the mixture's density on ``[-3.2, 3.2]^2``.
 
@@ -546,7 +572,7 @@ def _run_sample(options: SampleOptions) -> int:
     seconds = time.perf_counter() - start
     written = write_outputs(options, to_output(samples, options.model))
     if not options.quiet:
-        what = "digits" if options.model == "digits" else "Gaussian-mixture points"
+        what = "Gaussian-mixture points" if options.model == "gmm" else "digits"
         calls = len(scheduler.timesteps)
         files = " and ".join(str(p) for p in written)
         print(
