@@ -528,6 +528,67 @@ def bench_torch_loop(shape: tuple[int, ...], reps: int) -> list[Row]:
     ]
 
 
+# flow pipelines: SD3-sized latents (1, 16, 128, 128) and Flux's packed (B, seq, C * 4)
+FLOW_SHAPES = [(1, 16, 32, 32), (1, 16, 128, 128), (1, 4096, 64)]
+
+
+def _flow_loop(state: tuple[Any, Any, Any]) -> Any:
+    # a flow pipeline's loop: no generator (the global RNG), return_dict=False, an instant model
+    sch, x, v = state
+    for t in sch.timesteps:
+        x = sch.step(v, t, x, return_dict=False)[0]
+    return x
+
+
+def _flow_limit_loop(state: tuple[Any, Any, Any]) -> Any:
+    # the unavoidable work: per call one fused add; per ancestral step a rescale, one randn
+    # and one in-place fused add of the noise
+    sch, x, v = state
+    table = sch.schedule
+    dt, scale, std = (t.tolist() for t in (table.call_dt, table.call_scale, table.call_noise_std))
+    start = x
+    for k in range(len(dt)):
+        if k % 2 == 0:
+            start = x
+            x = torch.add(x, v, alpha=dt[k])
+        else:
+            x = torch.add(start, v, alpha=dt[k])
+            x.mul_(scale[k])
+            x.add_(torch.randn_like(x), alpha=std[k])
+    return x
+
+
+def bench_flow_loop(shape: tuple[int, ...], reps: int) -> list[Row]:
+    """Per model call: kdpm2's flow scheduler (2N - 1 calls) against FlowMatchEuler (N calls)."""
+    x0 = torch.randn(shape, generator=torch.Generator().manual_seed(1))
+    v = torch.randn(shape, generator=torch.Generator().manual_seed(2))
+    k_sch = kdpm2.FlowMatchKDPM2AncestralDiscreteScheduler(shift=3.0)
+    e_sch = diffusers.FlowMatchEulerDiscreteScheduler(shift=3.0)
+
+    def setup(sch: Any) -> Callable[[], Any]:
+        def fresh() -> Any:
+            sch.set_timesteps(STEPS)
+            return sch, x0, v
+
+        return fresh
+
+    cases = {
+        "kdpm2": Case(_flow_loop, setup(k_sch), number=1),
+        "FlowMatchEuler": Case(_flow_loop, setup(e_sch), number=1),
+        "limit": Case(_flow_limit_loop, setup(k_sch), number=1),
+    }
+    with torch.no_grad():
+        times = race(cases, reps, 0.0)
+    per_call = {
+        "kdpm2": [t / (2 * STEPS - 1) for t in times["kdpm2"]],
+        "FlowMatchEuler": [t / STEPS for t in times["FlowMatchEuler"]],
+    }
+    return [
+        _row(f"flow step, per call {shape}", per_call, "FlowMatchEuler", "speedup", None),
+        _row(f"flow loop {shape}", times, "limit", "overhead", None),
+    ]
+
+
 def bench_numpy_loop(shape: tuple[int, ...], reps: int) -> list[Row]:
     sch = kdpm2.KDPM2AncestralDiscreteScheduler()
     sch.set_timesteps(STEPS)
@@ -717,6 +778,8 @@ def main(argv: list[str] | None = None) -> int:
     for shape in SHAPES:
         reps = reps_big if np.prod(shape) > 100_000 else reps_small
         rows += bench_numpy_loop(shape, reps)
+    for shape in FLOW_SHAPES:
+        rows += bench_flow_loop(shape, reps_big if np.prod(shape) > 100_000 else reps_small)
     if kd is not None:
         for shape in SHAPES:
             reps = reps_big if np.prod(shape) > 100_000 else reps_small
