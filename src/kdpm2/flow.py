@@ -633,26 +633,57 @@ class FlowMatchKDPM2AncestralDiscreteScheduler(
 
     Notes
     -----
-    Where diffusers (with torch) is installed, ``kdpm2.FlowMatchKDPM2AncestralDiscreteScheduler``
-    is a genuine diffusers scheduler built on the same core (``kdpm2._diffusers``), so pipelines
-    save, load and swap it with diffusers' own code. ``timesteps`` repeat at ``eta = 1`` (a
-    midpoint's level equals the next step's), so the step index is never found by value
-    after the first call. ``step`` reads only host tables (no device sync); the first call
-    finds the loop start without reading the timestep when the loop iterates ``timesteps``
-    or after ``set_begin_index``.
+    **Differences from FlowMatchEulerDiscreteScheduler** (the README lists the same items;
+    each is pinned by a test):
+
+    - **Two calls per step.** ``order = 2`` and ``2N - 1`` timesteps, the midpoints
+      interleaved; at ``eta = 1`` a midpoint's timestep equals the next step's, so after the
+      first call the step index is counted, never looked up by value
+      (``test_flow.py::test_scheduler_runs_with_repeated_timesteps_from_values``).
+    - **Ancestral noise.** ``step`` adds fresh noise at each second half, from ``generator``
+      or, as in pipelines (which pass none), the global torch RNG: seed it with
+      ``torch.manual_seed`` to repeat an image. ``eta = 0`` draws nothing
+      (``test_flow_pipelines.py::test_sd3_text_to_image``).
+    - **Output.** ``return_dict=False`` gives ``(prev_sample,)`` as diffusers does; the
+      output object also has ``pred_original_sample`` (``sample - sigma * v``, computed when
+      first read). ``step`` has no ``s_churn``, ``s_tmin``, ``s_tmax``, ``s_noise`` or
+      ``per_token_timesteps`` parameters: ``eta`` and ``s_noise`` are config keys, and
+      ``stochastic_sampling`` is not one (``from_config`` drops it).
+    - **scale_noise at a midpoint.** After a first half (inpaint pipelines call
+      ``scale_noise`` after every step) the level is the midpoint's, the noise level of the
+      sample at that point
+      (``test_flow.py::test_scale_noise_maps_interleaved_indices_to_noise_levels``).
+    - **No NaN.** ``shift_terminal`` with one step leaves the single level at 1 (diffusers
+      divides 0 by 0); the renoise std is exactly 0 at ``eta = 0``
+      (``test_flow_pipelines.py::test_shift_terminal_at_one_step_is_finite_where_diffusers_is_nan``).
+    - **Errors at once.** ``set_timesteps()`` without a count, ``sigmas`` outside ``(0, 1]``
+      or increasing, lengths that disagree, a non-finite ``mu``, and bad config values raise
+      with a message naming the argument (``test_flow.py::test_scheduler_errors_are_clear``).
+    - **Precision.** Computes in float32, or in float64 when an input is float64 (diffusers
+      always uses float32), and returns the model output's dtype, as diffusers does
+      (``test_flow.py::test_float32_state_and_model_dtype_output``).
+    - **NumPy.** NumPy arrays work, with a ``numpy.random.Generator``
+      (``test_flow.py::test_scheduler_equals_the_functional_sampler``).
+
+    **Two forms, one behaviour.** Where diffusers (with torch) is installed,
+    ``kdpm2.FlowMatchKDPM2AncestralDiscreteScheduler`` is a genuine diffusers scheduler built
+    on the same core (``kdpm2._diffusers``), so pipelines save, load and swap it with
+    diffusers' own code; without diffusers it is this class. ``step`` reads only host tables
+    (no device sync); the first call finds the loop start without reading the timestep when
+    the loop iterates ``timesteps`` or after ``set_begin_index``.
 
     Examples
     --------
     >>> import numpy as np
     >>> sch = FlowMatchKDPM2AncestralDiscreteScheduler(shift=3.0)
-    >>> sch.set_timesteps(4)
+    >>> sch.set_timesteps(4)  # 7 model calls: order == 2
     >>> rng = np.random.default_rng(0)
-    >>> x = rng.standard_normal((1, 2), dtype=np.float32)
+    >>> x = rng.standard_normal((1, 2), dtype=np.float32)  # init_noise_sigma is 1
     >>> for t in sch.timesteps:
-    ...     v = x - 0.0  # the velocity if every clean sample were 0
-    ...     x = sch.step(v / max(float(t) / 1000, 1e-3) * 0 + x, t, x, generator=rng).prev_sample
-    >>> len(sch.timesteps), x.dtype
-    (7, dtype('float32'))
+    ...     v = x / (float(t) / 1000)  # the exact velocity if every clean sample is 0
+    ...     x = sch.step(v, t, x, generator=rng).prev_sample
+    >>> len(sch.timesteps), x.dtype, bool(abs(x).max() < 1e-5)
+    (7, dtype('float32'), True)
     """
 
     __init__ = register_to_config(FlowMatchKDPM2AncestralSchedulerCore.__init__)
