@@ -300,6 +300,18 @@ def _require_torch() -> None:
         ) from None
 
 
+def _require_cuda(options: SampleOptions) -> None:
+    if options.device != "cuda":
+        return
+    import torch
+
+    if not torch.cuda.is_available():
+        raise UsageError(
+            "--device cuda: torch finds no CUDA device here (torch.cuda.is_available() is "
+            "False); use --device cpu, or a CUDA build of torch on a machine with a GPU."
+        )
+
+
 def check_installed(options: SampleOptions, *, writer: bool = True) -> None:
     """Raise :class:`UsageError` before any work if an optional package the run needs is missing.
 
@@ -308,14 +320,7 @@ def check_installed(options: SampleOptions, *, writer: bool = True) -> None:
     """
     if options.backend == "torch":
         _require_torch()
-    if options.device == "cuda":
-        import torch
-
-        if not torch.cuda.is_available():
-            raise UsageError(
-                "--device cuda: torch finds no CUDA device here (torch.cuda.is_available() is "
-                "False); use --device cpu, or a CUDA build of torch on a machine with a GPU."
-            )
+    _require_cuda(options)
     needs = [("PIL", "Pillow", "writing the PNG")] if writer else []
     if options.model == "digits":
         needs.append(("safetensors", "safetensors", "reading the bundled digits weights"))
@@ -800,6 +805,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if launch is None:
             return _run_sample(options)
         _require_torch_for(launch)
+        _require_cuda(options)  # before the process group, which would pick NCCL
     except UsageError as exc:
         if launch is None or launch.local_rank == 0:
             print(f"{PROG}: error: {exc} (see `{PROG} sample --help`)", file=sys.stderr)
