@@ -147,6 +147,9 @@ def test_flow_sampler_options_reach_the_flow_scheduler():
         (["sample", "--npy", "x.txt"], "--npy 'x.txt' must end in .npy"),
         (["sample", "--out", "no/such/dir/x.png"], "directory 'no/such/dir' does not exist"),
         (["sample", "--bogus"], "unrecognized arguments: --bogus"),
+        (["sample", "--batch-size", "0"], "--batch-size must be between 1 and 100000, got 0"),
+        (["sample", "--device", "cuda"], "--device cuda needs --backend torch"),
+        (["sample", "--device", "tpu"], "invalid choice: 'tpu'"),
     ],
 )
 def test_bad_arguments_give_one_line_and_exit_code_2(argv, fragment, capsys, tmp_path, monkeypatch):
@@ -413,3 +416,177 @@ def test_atomic_write_leaves_old_file_when_replace_fails(tmp_path, monkeypatch):
         write_bytes_atomic(target, b"new")
     assert target.read_bytes() == b"old"
     assert [target] == list(tmp_path.iterdir())
+
+
+# ------------------------------------------------------------- per-sample seeding
+def _draw(backend, n, *, seed=5, first=0, batch=cli.DEFAULT_BATCH_SIZE, model="digits", steps=2):
+    options = cli.SampleOptions(model=model, steps=steps, backend=backend)
+    return cli.sample(
+        cli.build_model(options),
+        cli.build_scheduler(options),
+        num_samples=n,
+        sample_shape=cli.SAMPLE_SHAPE[model],
+        seed=seed,
+        backend=backend,
+        first_index=first,
+        batch_size=batch,
+    )
+
+
+def _backend(name):
+    if name == "torch":
+        pytest.importorskip("torch")
+    return name
+
+
+@pytest.mark.parametrize("backend", ["numpy", "torch"])
+def test_first_k_of_n_samples_are_a_run_of_k(backend):
+    """If this fails, sample k depends on --num-samples (it did when one generator drew the
+    whole batch), so no split of the work can reproduce a single run."""
+    _backend(backend)
+    many = _draw(backend, 600)
+    for k in (1, 5, 256, 300):
+        np.testing.assert_array_equal(many[:k], _draw(backend, k))
+    assert not np.array_equal(many[:5], _draw(backend, 5, seed=6))
+
+
+@pytest.mark.parametrize("backend", ["numpy", "torch"])
+def test_batch_size_does_not_change_a_bit(backend):
+    """If this fails, --batch-size changes the samples: a batch draws noise from the wrong
+    generators, or a sample reaches the model in a call of another shape (one row goes through
+    a matrix-vector product that rounds differently: measured on this machine)."""
+    _backend(backend)
+    reference = _draw(backend, 270, batch=1024)  # two blocks, the second partial
+    for batch in (1, 7, 256, 100):
+        np.testing.assert_array_equal(reference, _draw(backend, 270, batch=batch), err_msg=batch)
+
+
+@pytest.mark.parametrize("model", ["digits", "gmm"])
+def test_shards_concatenate_to_the_single_run(model):
+    """If this fails, a process's share (first_index > 0, uneven sizes) is not the same samples
+    as that stretch of a single run, on which every multi-process run relies."""
+    from kdpm2._distributed import shard
+
+    n = 700
+    whole = _draw("numpy", n, model=model)
+    for world in (2, 3, 4):
+        parts = [shard(n, r, world, cli.BLOCK) for r in range(world)]
+        assert [range(n)] == [range(parts[0].start, parts[-1].stop)]
+        drawn = [_draw("numpy", len(p), first=p.start, model=model) for p in parts if len(p)]
+        np.testing.assert_array_equal(whole, np.concatenate(drawn), err_msg=str(world))
+
+
+def test_model_always_sees_whole_blocks_at_fixed_rows():
+    """If this fails, a model call's shape depends on the batch (so its rounding may too), or a
+    sample is not at row k % BLOCK of its call."""
+    seen = []
+
+    def model(x, t):
+        seen.append(x.copy())
+        return x * 0.5
+
+    x = np.arange(10 * 3, dtype=np.float32).reshape(10, 3) + 1
+    out = cli._in_blocks(model, x, 999.0, first=cli.BLOCK - 4)  # straddles two blocks
+    np.testing.assert_array_equal(x * 0.5, out)
+    assert [a.shape for a in seen] == [(cli.BLOCK, 3)] * 2
+    np.testing.assert_array_equal(x[:4], seen[0][-4:])  # rows BLOCK-4 .. BLOCK-1 of block 0
+    np.testing.assert_array_equal(x[4:], seen[1][:6])  # rows 0 .. 5 of block 1
+    assert not seen[0][:-4].any()  # the padding is zeros
+    assert not seen[1][6:].any()
+
+
+def test_summary_says_how_many_processes_shared_the_work(tmp_path):
+    """If this fails, the one summary line of a shared run does not say it was shared."""
+    options = cli.SampleOptions(num_samples=8, steps=3)
+    line = cli._summary(options, [tmp_path / "x.png"], 5, 1.5, 3)
+    assert line == (
+        f"wrote 8 digits to {tmp_path / 'x.png'} "
+        "(3 steps, 5 model calls, numpy, 3 processes sharing the work, 1.50 s)"
+    )
+    assert ", numpy, 1.50 s)" in cli._summary(options, [tmp_path / "x.png"], 5, 1.5, 1)
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"WORLD_SIZE": "two", "RANK": "0"}, "WORLD_SIZE='two' is not an integer"),
+        ({"WORLD_SIZE": "2", "RANK": "2"}, "RANK=2 is outside [0, WORLD_SIZE=2)"),
+        ({"WORLD_SIZE": "2"}, "RANK=None is not an integer"),
+    ],
+)
+def test_a_broken_launcher_environment_is_one_line(env, message, monkeypatch, capsys, tmp_path):
+    """If this fails, a half-set launcher environment gives a traceback or runs the whole job."""
+    for name in ("WORLD_SIZE", "RANK", "LOCAL_RANK"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    code, out, err = _run(["sample", "--out", tmp_path / "x.png"], capsys)
+    assert (code, out) == (2, "")
+    assert len(err.splitlines()) == 1
+    assert message in err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_world_size_one_runs_as_one_process_without_torch(tmp_path):
+    """If this fails, `torchrun --nproc-per-node 1` (WORLD_SIZE=1) needs torch or a process
+    group for a job that one process does anyway."""
+    env = {
+        **os.environ,
+        "WORLD_SIZE": "1",
+        "RANK": "0",
+        "PYTHONPATH": os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")]),
+    }
+    script = (
+        "import sys; sys.modules['torch'] = None\n"
+        "from kdpm2.cli import main\n"
+        f"sys.exit(main(['sample', '-q', '--num-samples', '3', '--steps', '2', "
+        f"'--out', {str(tmp_path / 'x.png')!r}]))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120,
+        check=False,
+    )  # fmt: skip
+    assert (result.returncode, result.stderr) == (0, "")
+    assert (tmp_path / "x.png").exists()
+
+
+def test_several_processes_without_torch_is_one_line(tmp_path):
+    """If this fails, a launcher's run in an environment without torch crashes with a traceback
+    (or silently runs the whole job in every process)."""
+    env = {
+        **os.environ,
+        "WORLD_SIZE": "2",
+        "RANK": "0",
+        "LOCAL_RANK": "0",
+        "PYTHONPATH": os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")]),
+    }
+    script = (
+        "import sys, importlib.util\n"
+        "real = importlib.util.find_spec\n"
+        "importlib.util.find_spec = lambda n, *a: None if n == 'torch' else real(n, *a)\n"
+        "sys.modules['torch'] = None\n"
+        "from kdpm2.cli import main\n"
+        f"sys.exit(main(['sample', '--out', {str(tmp_path / 'x.png')!r}]))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120,
+        check=False,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert len(result.stderr.splitlines()) == 1, result.stderr
+    assert "WORLD_SIZE=2 asks for a run shared by 2 processes, which needs torch" in result.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_cuda_without_a_gpu_is_one_line(tmp_path, capsys):
+    """If this fails, --device cuda on a machine without CUDA crashes inside torch with a
+    traceback instead of saying what to do."""
+    torch = pytest.importorskip("torch")
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    argv = ["sample", "--backend", "torch", "--device", "cuda", "--out", tmp_path / "x.png"]
+    code, out, err = _run(argv, capsys)
+    assert (code, out) == (2, "")
+    assert len(err.splitlines()) == 1
+    assert "--device cuda: torch finds no CUDA device here" in err
+    assert list(tmp_path.iterdir()) == []

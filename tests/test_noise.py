@@ -90,3 +90,52 @@ def test_torch_noise_is_drawn_in_randn_order_for_any_memory_format():
     want = torch.randn(2, 3, 4, 5, generator=torch.Generator().manual_seed(7))
     assert torch.equal(got, want)
     assert got.dtype == like.dtype
+
+
+def test_sample_seed_rule_is_pinned():
+    """If this fails, the documented per-sample seeding rule changed (SeedSequence of the two
+    64-bit words (seed, index)), and every saved run of `kdpm2 sample` draws other digits."""
+    from kdpm2.noise import sample_seed
+
+    words = [sample_seed(0, 0), sample_seed(0, 1), sample_seed(2**64 - 1, 12345)]
+    assert words == [15793235383387715774, 8649202198168436674, 17552226025590852820]
+    words = np.array([7, 0, 3, 0], np.uint32)
+    assert int(np.random.SeedSequence(words).generate_state(1, np.uint64)[0]) == sample_seed(7, 3)
+    # fixed-width words: SeedSequence([2**32 + 5, 7]) == SeedSequence([5, 7 * 2**32 + 1])
+    assert sample_seed(2**32 + 5, 7) != sample_seed(5, 7 * 2**32 + 1)
+
+
+@pytest.mark.parametrize(
+    ("args", "error", "message"),
+    [
+        ((-1, 0), ValueError, "seed=-1 is outside [0, 2**64)"),
+        ((0, 2**64), ValueError, "index=18446744073709551616 is outside [0, 2**64)"),
+        ((0.5, 0), TypeError, "seed=0.5 is a float; expected an int."),
+        ((0, True), TypeError, "index=True is a bool; expected an int."),
+    ],
+)
+def test_sample_seed_rejects_what_is_not_a_64_bit_word(args, error, message):
+    """If this fails, a bad seed is silently wrapped or truncated into another sample's seed."""
+    from kdpm2.noise import sample_seed
+
+    with pytest.raises(error) as info:
+        sample_seed(*args)
+    assert str(info.value).startswith(message)
+
+
+@pytest.mark.parametrize("backend", ["numpy", "torch"])
+def test_sample_generators_give_a_sample_the_same_noise_in_any_batch(backend):
+    """If this fails, sample k's noise depends on which other samples share its batch."""
+    from kdpm2.noise import sample_generators
+
+    if backend == "torch":
+        torch = pytest.importorskip("torch")
+        like: object = torch.zeros(1, 5)
+        big: object = torch.zeros(6, 5)
+    else:
+        like, big = np.zeros((1, 5), np.float32), np.zeros((6, 5), np.float32)
+    batch = draw(big, sample_generators(11, range(10, 16), backend))
+    single = draw(like, sample_generators(11, [13], backend))
+    np.testing.assert_array_equal(np.asarray(single[0]), np.asarray(batch[3]))
+    other = draw(like, sample_generators(12, [13], backend))
+    assert not np.array_equal(np.asarray(single), np.asarray(other))

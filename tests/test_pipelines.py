@@ -61,6 +61,11 @@ def _one_thread():
 @pytest.fixture(scope="module")
 def components():
     """Tiny UNet, VAE, CLIP text encoder and tokenizer, randomly initialised with fixed seeds."""
+    return tiny_components()
+
+
+def tiny_components():
+    """Build the tiny random components (offline: no download, fixed seeds)."""
     torch.manual_seed(0)
     unet = diffusers.UNet2DConditionModel(
         block_out_channels=(32, 64),

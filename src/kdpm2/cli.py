@@ -6,6 +6,13 @@ rectified-flow digits network with the flow-matching variant of the sampler. ``-
 samples a 2-D Gaussian mixture through its exact denoiser instead and draws the points over the
 true density. Everything runs in NumPy unless ``--backend torch`` is given.
 
+Sample ``k`` is drawn with its own generator, seeded with :func:`kdpm2.noise.sample_seed` of
+``(seed, k)``, and computed in block ``k // 256`` at row ``k % 256``: every model call sees a
+whole block (``BLOCK`` rows; a partial block is padded). So a sample's bits do not depend on
+``--num-samples``, ``--batch-size`` or the number of processes. Under torch.distributed's
+launcher (``torchrun ... -m kdpm2 sample``) the processes split the blocks, rank 0 gathers and
+writes (:mod:`kdpm2._distributed`).
+
 Parsing (:func:`parse_args`), building the model and scheduler (:func:`build_model`,
 :func:`build_scheduler`), sampling (:func:`sample`) and writing (:func:`write_outputs`) are separate
 functions; :func:`main` strings them together and turns user errors into one line on stderr and
@@ -27,6 +34,7 @@ from typing import Any, Literal, NoReturn
 
 import numpy as np
 
+from kdpm2._distributed import Launch, PeerLostError, launch_from_env, record_error, shard
 from kdpm2._io import write_bytes_atomic
 from kdpm2.demo.digits import DEMO_DIR, FLOW_DIR, IMAGE_SHAPE, WeightsError, load_digits_denoiser
 from kdpm2.demo.gmm import GaussianMixture2D, GMMDenoiser, default_mixture
@@ -47,6 +55,11 @@ PROG = "kdpm2"
 MAX_STEPS = 1000
 MAX_SAMPLES = 100_000
 MAX_SEED = 2**64 - 1  # what a torch.Generator takes; NumPy takes the same range here
+#: Samples per model call: sample k is always computed at row k % BLOCK of block k // BLOCK,
+#: so every call has the same shape and a row's bits cannot depend on the batch (BLAS picks
+#: its kernel by shape: one row goes through a matrix-vector product with other rounding).
+BLOCK = 256
+DEFAULT_BATCH_SIZE = 1024
 #: Fewest steps at which the digits pass the README's quality check, per sigma spacing
 #: (``scripts/quality_table.py``: default spacing passes at 20, Karras at 10).
 QUALITY_STEPS = {"default": 20, "karras": 10}
@@ -96,6 +109,10 @@ class SampleOptions:
         Array library for the model and the scheduler.
     quiet : bool
         No progress bar and no summary line.
+    batch_size : int
+        Samples per sampling loop (bounds memory); the samples do not depend on it.
+    device : {'cpu', 'cuda'}
+        Where torch computes (``--backend torch`` only).
     """
 
     model: Literal["digits", "digits-flow", "gmm"] = "digits"
@@ -108,6 +125,8 @@ class SampleOptions:
     npy: Path | None = None
     backend: Literal["numpy", "torch"] = "numpy"
     quiet: bool = False
+    batch_size: int = DEFAULT_BATCH_SIZE
+    device: Literal["cpu", "cuda"] = "cpu"
 
 
 class _Parser(argparse.ArgumentParser):
@@ -169,14 +188,32 @@ def _build_parser() -> argparse.ArgumentParser:
         help="array library for model and scheduler (default: numpy)",
     )
     sub.add_argument(
+        "--device",
+        choices=("cpu", "cuda"),
+        default="cpu",
+        help="where --backend torch computes (default: cpu); under torchrun each process uses "
+        "cuda:LOCAL_RANK",
+    )
+    sub.add_argument(
+        "--batch-size",
+        type=int,
+        default=DEFAULT_BATCH_SIZE,
+        metavar="B",
+        help=f"samples per sampling loop, 1 to {MAX_SAMPLES}, to bound memory; the samples do "
+        f"not depend on it; multiples of {BLOCK} waste no work (default: {DEFAULT_BATCH_SIZE})",
+    )
+    sub.add_argument(
         "-q", "--quiet", action="store_true", help="no progress bar and no summary line"
     )
     return parser
 
 
-def _check_output_path(option: str, path: Path, suffix: str) -> None:
+def _check_suffix(option: str, path: Path, suffix: str) -> None:
     if path.suffix.lower() != suffix:
         raise UsageError(f"{option} {str(path)!r} must end in {suffix}.")
+
+
+def _check_output_path(option: str, path: Path) -> None:
     if not path.parent.is_dir():
         raise UsageError(
             f"{option} {str(path)!r}: directory {str(path.parent)!r} does not exist; "
@@ -201,7 +238,8 @@ def parse_args(argv: Sequence[str] | None = None) -> SampleOptions:
     Raises
     ------
     UsageError
-        For an unknown option, a value out of range, a wrong file suffix or a missing directory.
+        For an unknown option, a value out of range or a wrong file suffix (the output
+        directories are checked by :func:`check_outputs`, on the process that writes).
     SystemExit
         With code 0, after printing ``--help``.
 
@@ -224,9 +262,17 @@ def parse_args(argv: Sequence[str] | None = None) -> SampleOptions:
         raise UsageError(f"--eta must be between 0 and 1, got {ns.eta}.")
     if not 0 <= ns.seed <= MAX_SEED:
         raise UsageError(f"--seed must be between 0 and 2**64 - 1, got {ns.seed}.")
-    _check_output_path("--out", ns.out, ".png")
+    if not 1 <= ns.batch_size <= MAX_SAMPLES:
+        raise UsageError(
+            f"--batch-size must be between 1 and {MAX_SAMPLES}, got {ns.batch_size}; it only "
+            f"bounds memory, so any value gives the same samples (multiples of {BLOCK} are "
+            "fastest)."
+        )
+    if ns.device == "cuda" and ns.backend != "torch":
+        raise UsageError("--device cuda needs --backend torch; add --backend torch.")
+    _check_suffix("--out", ns.out, ".png")
     if ns.npy is not None:
-        _check_output_path("--npy", ns.npy, ".npy")
+        _check_suffix("--npy", ns.npy, ".npy")
     return SampleOptions(
         model=ns.model,
         num_samples=num_samples,
@@ -238,7 +284,20 @@ def parse_args(argv: Sequence[str] | None = None) -> SampleOptions:
         npy=ns.npy,
         backend=ns.backend,
         quiet=ns.quiet,
+        batch_size=ns.batch_size,
+        device=ns.device,
     )
+
+
+def check_outputs(options: SampleOptions) -> None:
+    """Raise :class:`UsageError` if ``--out`` or ``--npy`` cannot be written (before any work).
+
+    Only the process that writes checks: on several machines, the other machines need not have
+    the output directory.
+    """
+    _check_output_path("--out", options.out)
+    if options.npy is not None:
+        _check_output_path("--npy", options.npy)
 
 
 def _require_torch() -> None:
@@ -251,15 +310,28 @@ def _require_torch() -> None:
         ) from None
 
 
-def check_installed(options: SampleOptions) -> None:
+def _require_cuda(options: SampleOptions) -> None:
+    if options.device != "cuda":
+        return
+    import torch
+
+    if not torch.cuda.is_available():
+        raise UsageError(
+            "--device cuda: torch finds no CUDA device here (torch.cuda.is_available() is "
+            "False); use --device cpu, or a CUDA build of torch on a machine with a GPU."
+        )
+
+
+def check_installed(options: SampleOptions, *, writer: bool = True) -> None:
     """Raise :class:`UsageError` before any work if an optional package the run needs is missing.
 
-    Pillow writes the PNG; safetensors reads the bundled digits weights; torch runs
-    ``--backend torch``.
+    Pillow writes the PNG (on the process that writes); safetensors reads the bundled digits
+    weights; torch runs ``--backend torch``; ``--device cuda`` needs a CUDA device.
     """
     if options.backend == "torch":
         _require_torch()
-    needs = [("PIL", "Pillow", "writing the PNG")]
+    _require_cuda(options)
+    needs = [("PIL", "Pillow", "writing the PNG")] if writer else []
     if options.model != "gmm":
         needs.append(("safetensors", "safetensors", "reading the bundled digits weights"))
     for module, package, why in needs:
@@ -332,14 +404,16 @@ def build_scheduler(options: SampleOptions) -> Any:
     -------
     kdpm2.KDPM2AncestralDiscreteScheduler or kdpm2.FlowMatchKDPM2AncestralDiscreteScheduler
     """
+    # kdpm2's own classes, not the diffusers-backed ones: the same numbers, and the command
+    # does not import diffusers (and with it torch) for a NumPy run.
     if options.model == "digits-flow":
-        from kdpm2 import FlowMatchKDPM2AncestralDiscreteScheduler
+        from kdpm2.flow import FlowMatchKDPM2AncestralDiscreteScheduler
 
         scheduler: Any = FlowMatchKDPM2AncestralDiscreteScheduler.from_pretrained(
             FLOW_DIR, eta=options.eta, use_karras_sigmas=options.karras
         )
     else:
-        from kdpm2 import KDPM2AncestralDiscreteScheduler
+        from kdpm2.scheduler import KDPM2AncestralDiscreteScheduler
 
         scheduler = KDPM2AncestralDiscreteScheduler.from_pretrained(
             DEMO_DIR, eta=options.eta, use_karras_sigmas=options.karras
@@ -374,6 +448,33 @@ def _progress_bar(total: int, enabled: bool) -> Any:
     return tqdm(total=total, desc="sampling", unit="step", file=sys.stderr, leave=False)
 
 
+def _in_blocks(model: Callable[[Any, Any], Any], x: Any, t: Any, first: int) -> Any:
+    """Evaluate ``model`` on rows ``first, first + 1, ...`` in the run's fixed blocks.
+
+    Row ``k`` of the run always sits at row ``k % BLOCK`` of a ``(BLOCK, ...)`` call, whatever
+    batch it came in; a partial block is padded with zeros (their outputs are dropped).
+    """
+    n = len(x)
+    lo = first - first % BLOCK
+    hi = -(-(first + n) // BLOCK) * BLOCK
+    is_tensor = not isinstance(x, np.ndarray)
+    padded = x
+    if (lo, hi) != (first, first + n):
+        shape = (hi - lo, *x.shape[1:])
+        padded = x.new_zeros(shape) if is_tensor else np.zeros(shape, dtype=x.dtype)
+        padded[first - lo : first - lo + n] = x
+    outputs = [model(padded[i : i + BLOCK], t) for i in range(0, hi - lo, BLOCK)]
+    if len(outputs) == 1:
+        out = outputs[0]
+    elif is_tensor:
+        import torch
+
+        out = torch.cat(outputs)
+    else:
+        out = np.concatenate(outputs)
+    return out[first - lo : first - lo + n]
+
+
 def sample(
     model: Callable[[Any, Any], Any],
     scheduler: Any,
@@ -383,60 +484,91 @@ def sample(
     seed: int,
     backend: Literal["numpy", "torch"] = "numpy",
     progress: bool = False,
+    first_index: int = 0,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    device: str = "cpu",
 ) -> np.ndarray:
     """Run the KDPM2 ancestral sampling loop and return the final samples.
 
-    ``x = init_noise_sigma * randn``; then, for each ``t`` in ``scheduler.timesteps``,
-    ``x = step(model(scale_model_input(x, t), t), t, x)``. One generator seeded with ``seed``
-    supplies the initial and the ancestral noise (a ``numpy.random.Generator`` for NumPy, a CPU
-    ``torch.Generator`` for torch), so a seed gives the same samples every run on a backend (the
-    two backends draw different numbers).
+    Samples ``first_index .. first_index + num_samples - 1`` of the run are drawn in batches of
+    ``batch_size``: ``x = init_noise_sigma * randn``; then, for each ``t`` in
+    ``scheduler.timesteps``, ``x = step(model(scale_model_input(x, t), t), t, x)``. Sample ``k``
+    has its own generator, seeded with :func:`kdpm2.noise.sample_seed` ``(seed, k)`` (a
+    ``numpy.random.Generator`` for NumPy, a CPU ``torch.Generator`` for torch), for its initial
+    and its ancestral noise; the model sees it at row ``k % BLOCK`` of a ``BLOCK``-row call. So
+    sample ``k`` is the same, bit for bit, whatever ``num_samples``, ``first_index`` (as long
+    as the range holds ``k``) and ``batch_size``. The two backends draw different numbers.
 
     Parameters
     ----------
     model : callable
         ``model(scaled_sample, timestep) -> eps`` on the backend's arrays.
     scheduler : kdpm2.KDPM2AncestralDiscreteScheduler
-        With ``set_timesteps`` already called.
+        With ``set_timesteps`` already called; it is reset for each batch.
     num_samples : int
-        Batch size ``N``.
+        Number of samples ``N`` to draw.
     sample_shape : tuple of int
         Shape of one sample, e.g. ``(64,)``.
     seed : int
-        Seed of the generator.
+        Seed of the run.
     backend : {'numpy', 'torch'}, default 'numpy'
         Array type of the loop.
     progress : bool, default False
-        Show a progress bar on stderr with one tick per sampler step (two model calls).
+        Show a progress bar on stderr with one tick per sampler step (two model calls) of a
+        batch.
+    first_index : int, default 0
+        Index in the run of the first sample drawn here.
+    batch_size : int, default 1024
+        Samples per sampling loop (memory); the result does not depend on it.
+    device : str, default 'cpu'
+        torch device of the loop (``backend='torch'`` only).
 
     Returns
     -------
     numpy.ndarray
         float32 samples of shape ``(N, *sample_shape)``, in model space.
-    """
-    shape = (num_samples, *sample_shape)
-    if backend == "torch":
-        import torch
 
-        generator: Any = torch.Generator().manual_seed(seed)
-        x: Any = torch.randn(shape, generator=generator, dtype=torch.float32)
-    else:
-        generator = np.random.default_rng(seed)
-        x = generator.standard_normal(shape, dtype=np.float32)
-    x = x * float(scheduler.init_noise_sigma)
+    Examples
+    --------
+    >>> from kdpm2.demo.gmm import GMMDenoiser
+    >>> options = SampleOptions(model="gmm", steps=3)
+    >>> def run(n, first=0, batch=1024):
+    ...     return sample(GMMDenoiser(), build_scheduler(options), num_samples=n,
+    ...                   sample_shape=(2,), seed=0, first_index=first, batch_size=batch)
+    >>> bool((run(5)[3:] == run(2, first=3)).all()), bool((run(5) == run(5, batch=2)).all())
+    (True, True)
+    """
+    from kdpm2.noise import draw, sample_generators
+
+    steps = scheduler.num_inference_steps
     timesteps = list(scheduler.timesteps)
-    bar = _progress_bar((len(timesteps) + 1) // 2, progress)
-    for i, t in enumerate(timesteps):
-        eps = model(scheduler.scale_model_input(x, t), t)
-        x = scheduler.step(eps, t, x, generator=generator).prev_sample
-        # Calls 0, 2, 4, ... begin a DPM-2 step; a bar tick is one whole step.
-        if bar is not None and (i % 2 == 1 or i == len(timesteps) - 1):
-            bar.update(1)
+    starts = range(first_index, first_index + num_samples, batch_size)
+    bar = _progress_bar(len(starts) * ((len(timesteps) + 1) // 2), progress and num_samples > 0)
+    pieces = []
+    for start in starts:
+        stop = min(start + batch_size, first_index + num_samples)
+        generators = sample_generators(seed, range(start, stop), backend)
+        shape = (stop - start, *sample_shape)
+        if backend == "torch":
+            import torch
+
+            like: Any = torch.empty(shape, dtype=torch.float32, device=device)
+        else:
+            like = np.empty(shape, dtype=np.float32)
+        x = draw(like, generators) * float(scheduler.init_noise_sigma)
+        scheduler.set_timesteps(steps)  # a fresh loop for each batch
+        for i, t in enumerate(timesteps):
+            eps = _in_blocks(model, scheduler.scale_model_input(x, t), t, start)
+            x = scheduler.step(eps, t, x, generator=generators).prev_sample
+            # Calls 0, 2, 4, ... begin a DPM-2 step; a bar tick is one whole step.
+            if bar is not None and (i % 2 == 1 or i == len(timesteps) - 1):
+                bar.update(1)
+        pieces.append(x.detach().cpu().numpy() if backend == "torch" else x)
     if bar is not None:
         bar.close()
-    if backend == "torch":
-        x = x.detach().cpu().numpy()
-    return np.asarray(x, dtype=np.float32)
+    if not pieces:
+        return np.zeros((0, *sample_shape), dtype=np.float32)
+    return np.asarray(np.concatenate(pieces) if len(pieces) > 1 else pieces[0], dtype=np.float32)
 
 
 def to_output(samples: np.ndarray, model: Literal["digits", "digits-flow", "gmm"]) -> np.ndarray:
@@ -524,7 +656,9 @@ def render(output: np.ndarray, model: Literal["digits", "digits-flow", "gmm"]) -
     else:
         image = Image.fromarray(_digits_grid(output), mode="L")
     buffer = io.BytesIO()
-    image.save(buffer, format="PNG", optimize=True)
+    # no optimize=True: it tries every filter and takes ~15x longer (3.6 s for a grid of 8192
+    # digits, longer than sampling them on two processes) to save ~7% of the bytes
+    image.save(buffer, format="PNG")
     return buffer.getvalue()
 
 
@@ -552,34 +686,118 @@ def write_outputs(options: SampleOptions, output: np.ndarray) -> list[Path]:
     return written
 
 
-def _run_sample(options: SampleOptions) -> int:
-    check_installed(options)
-    warning = few_steps_warning(options)
-    if warning is not None and not options.quiet:
-        print(f"{PROG}: {warning}", file=sys.stderr)
+def _summary(
+    options: SampleOptions, written: list[Path], calls: int, seconds: float, processes: int
+) -> str:
+    what = "Gaussian-mixture points" if options.model == "gmm" else "digits"
+    files = " and ".join(str(p) for p in written)
+    shared = f", {processes} processes sharing the work" if processes > 1 else ""
+    return (
+        f"wrote {options.num_samples} {what} to {files} "
+        f"({options.steps} steps, {calls} model calls, {options.backend}{shared}, {seconds:.2f} s)"
+    )
+
+
+def _sample_range(options: SampleOptions, indices: range, *, device: str, progress: bool) -> Any:
     model = build_model(options)
     scheduler = build_scheduler(options)
-    start = time.perf_counter()
     samples = sample(
         model,
         scheduler,
-        num_samples=options.num_samples,
+        num_samples=len(indices),
+        first_index=indices.start,
         sample_shape=SAMPLE_SHAPE[options.model],
         seed=options.seed,
         backend=options.backend,
+        batch_size=options.batch_size,
+        device=device,
+        progress=progress,
+    )
+    return samples, len(scheduler.timesteps)
+
+
+def _run_sample(options: SampleOptions) -> int:
+    check_installed(options)
+    check_outputs(options)
+    warning = few_steps_warning(options)
+    if warning is not None and not options.quiet:
+        print(f"{PROG}: {warning}", file=sys.stderr)
+    start = time.perf_counter()
+    samples, calls = _sample_range(
+        options,
+        range(options.num_samples),
+        device=options.device,
         progress=not options.quiet and sys.stderr.isatty(),
     )
     seconds = time.perf_counter() - start
     written = write_outputs(options, to_output(samples, options.model))
     if not options.quiet:
-        what = "Gaussian-mixture points" if options.model == "gmm" else "digits"
-        calls = len(scheduler.timesteps)
-        files = " and ".join(str(p) for p in written)
-        print(
-            f"wrote {options.num_samples} {what} to {files} "
-            f"({options.steps} steps, {calls} model calls, {options.backend}, {seconds:.2f} s)"
-        )
+        print(_summary(options, written, calls, seconds, 1))
     return 0
+
+
+#: Errors a process reports in one line; anything else is a bug and keeps its traceback.
+_RUN_ERRORS = (UsageError, WeightsError, OSError, MemoryError)
+
+
+def _run_distributed(options: SampleOptions, launch: Launch) -> int:
+    """One process of a launcher's run: sample a shard, agree, gather on rank 0, write there."""
+    from kdpm2._distributed import ProcessGroup
+
+    writer = launch.rank == 0
+    try:
+        group = ProcessGroup(launch, options.device)
+    except PeerLostError as exc:
+        return _rank_error(launch, exc)
+    try:
+        indices = shard(options.num_samples, launch.rank, launch.world_size, BLOCK)
+        sizes = [
+            len(shard(options.num_samples, r, launch.world_size, BLOCK))
+            for r in range(launch.world_size)
+        ]
+        device = str(group.device)
+        error: BaseException | None = None
+        try:  # set-up first, so that a bad output path stops every process before any work
+            check_installed(options, writer=writer)
+            if writer:
+                check_outputs(options)
+        except _RUN_ERRORS as exc:
+            error = exc
+        if group.any_failed(error is not None):
+            return _rank_error(launch, error) if error is not None else 0
+        warning = few_steps_warning(options)
+        if writer and warning is not None and not options.quiet:
+            print(f"{PROG}: {warning}", file=sys.stderr)
+        start = time.perf_counter()
+        samples: Any = None
+        calls = 0
+        try:
+            samples, calls = _sample_range(options, indices, device=device, progress=False)
+        except _RUN_ERRORS as exc:
+            error = exc
+        if group.any_failed(error is not None):
+            # The process that failed says why (and exits 1); the others stop quietly, so
+            # the launcher's summary names the one that failed as the root cause.
+            return _rank_error(launch, error) if error is not None else 0
+        gathered = group.gather(samples, sizes)
+        seconds = time.perf_counter() - start
+        if gathered is None:
+            return 0
+        written = write_outputs(options, to_output(gathered, options.model))
+        if not options.quiet:
+            print(_summary(options, written, calls, seconds, launch.world_size))
+        return 0
+    except _RUN_ERRORS as exc:  # PeerLostError (a collective failed) or a failed write
+        return _rank_error(launch, exc)
+    finally:
+        group.close()
+
+
+def _rank_error(launch: Launch, exc: BaseException) -> int:
+    message = f"{launch}: {exc}"
+    print(f"{PROG}: error: {message}", file=sys.stderr)
+    record_error(message)
+    return 2 if isinstance(exc, UsageError) else 1
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -595,15 +813,42 @@ def main(argv: Sequence[str] | None = None) -> int:
     int
         0 on success, 2 for a bad command line, 1 when the bundled model or an output file
         cannot be used. Errors are one line on stderr, without a traceback.
+
+    Notes
+    -----
+    Started by torch.distributed's launcher with ``WORLD_SIZE`` > 1, the process samples its
+    share and rank 0 writes (see the module docstring). A bad command line is the same on every
+    process, so only the first process of each machine reports it; a process that fails later
+    reports its own error, labelled with its rank, and exits 1 while the others stop without
+    writing anything and exit 0, so that the launcher's summary names the one that failed.
     """
     try:
+        launch = launch_from_env()
+    except ValueError as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return 2
+    try:
         options = parse_args(argv)
-        return _run_sample(options)
+        if launch is None:
+            return _run_sample(options)
+        _require_torch_for(launch)
+        _require_cuda(options)  # before the process group, which would pick NCCL
     except UsageError as exc:
-        print(f"{PROG}: error: {exc} (see `{PROG} sample --help`)", file=sys.stderr)
+        if launch is None or launch.local_rank == 0:
+            print(f"{PROG}: error: {exc} (see `{PROG} sample --help`)", file=sys.stderr)
         return 2
     except SystemExit as exc:  # --help
         return exc.code if isinstance(exc.code, int) else 0
     except (WeightsError, OSError) as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 1
+    return _run_distributed(options, launch)
+
+
+def _require_torch_for(launch: Launch) -> None:
+    if importlib.util.find_spec("torch") is None:
+        raise UsageError(
+            f"WORLD_SIZE={launch.world_size} asks for a run shared by {launch.world_size} "
+            "processes, which needs torch (torch.distributed), but torch is not installed; "
+            "install it with `pip install 'kdpm2[torch]'`, or run one process (unset WORLD_SIZE)."
+        )

@@ -20,7 +20,14 @@ import numpy as np
 
 from . import _xp
 
-__all__ = ["BrownianTreeNoiseSampler", "NoiseSampler", "check_generator", "draw"]
+__all__ = [
+    "BrownianTreeNoiseSampler",
+    "NoiseSampler",
+    "check_generator",
+    "draw",
+    "sample_generators",
+    "sample_seed",
+]
 
 
 class NoiseSampler(Protocol):
@@ -141,6 +148,103 @@ def draw(like: Any, generator: Any = None) -> Any:
         return torch.cat(parts, dim=0).to(device)
     noise = torch.randn(tuple(like.shape), generator=gens, device=rand_device, dtype=like.dtype)
     return noise if rand_device is device else noise.to(device)
+
+
+def sample_seed(seed: int, index: int) -> int:
+    """Return the 64-bit seed of sample ``index`` in a run seeded with ``seed``.
+
+    The rule: NumPy's :class:`~numpy.random.SeedSequence` of the four 32-bit words ``(seed
+    mod 2**32, seed // 2**32, index mod 2**32, index // 2**32)`` (a ``uint32`` array), first
+    64-bit word of its ``generate_state``. Fixed-width words keep different pairs apart
+    (``SeedSequence`` splits each Python or ``uint64`` integer into as few 32-bit words as it
+    needs, so ``[2**32 + 5, 7]`` and ``[5, 7 * 2**32 + 1]`` would collide), and
+    ``SeedSequence``'s output is part of NumPy's stable random API. A sample's noise then
+    depends on ``(seed, index)`` only, not on how many samples are drawn, in which batches, or
+    by how many processes: seed one generator per sample with it.
+
+    Parameters
+    ----------
+    seed : int
+        Seed of the whole run, ``0 <= seed < 2**64``.
+    index : int
+        Position of the sample in the run, ``0 <= index < 2**64``.
+
+    Returns
+    -------
+    int
+        In ``[0, 2**64)``: what ``torch.Generator.manual_seed`` and
+        ``numpy.random.default_rng`` take.
+
+    Raises
+    ------
+    ValueError
+        If ``seed`` or ``index`` is outside ``[0, 2**64)``.
+    TypeError
+        If either is not an integer.
+
+    Examples
+    --------
+    >>> sample_seed(0, 0) == sample_seed(0, 0) != sample_seed(0, 1)
+    True
+    >>> rng = np.random.default_rng(sample_seed(0, 7))  # sample 7's noise, whatever the batch
+    """
+    _check_word("seed", seed)
+    _check_word("index", index)
+    return _sample_seed(int(seed), int(index))
+
+
+def _check_word(name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | np.integer):
+        raise TypeError(f"{name}={value!r} is a {type(value).__name__}; expected an int.")
+    if not 0 <= int(value) < 2**64:
+        raise ValueError(f"{name}={value} is outside [0, 2**64); pass a 64-bit unsigned int.")
+
+
+def _sample_seed(seed: int, index: int) -> int:
+    mask = 0xFFFFFFFF
+    words = np.array([seed & mask, seed >> 32, index & mask, index >> 32], dtype=np.uint32)
+    return int(np.random.SeedSequence(words).generate_state(1, np.uint64)[0])
+
+
+def sample_generators(seed: int, indices: Sequence[int], backend: str = "numpy") -> list[Any]:
+    """Return one generator per sample, each seeded with :func:`sample_seed`.
+
+    Parameters
+    ----------
+    seed : int
+        Seed of the whole run.
+    indices : sequence of int
+        Positions of the samples in the run, e.g. ``range(start, stop)``.
+    backend : {'numpy', 'torch'}, default 'numpy'
+        ``numpy.random.default_rng(s)`` or CPU ``torch.Generator().manual_seed(s)`` per sample
+        (CPU generators also serve CUDA samples: the noise is drawn on the CPU and moved, as
+        in diffusers).
+
+    Returns
+    -------
+    list
+        Generators in the order of ``indices``: pass the list as ``generator=`` to
+        :func:`draw` or to the scheduler's ``step`` for a batch of those samples.
+
+    Examples
+    --------
+    >>> a = sample_generators(3, range(4))
+    >>> b = sample_generators(3, [2])
+    >>> bool((draw(np.zeros((4, 5)), a)[2] == draw(np.zeros((1, 5)), b)[0]).all())
+    True
+    """
+    _check_word("seed", seed)
+    indices = list(indices)
+    for k in indices:
+        _check_word("index", k)
+    seeds = [_sample_seed(int(seed), int(k)) for k in indices]
+    if backend == "torch":
+        import torch
+
+        return [torch.Generator().manual_seed(s) for s in seeds]
+    if backend != "numpy":
+        raise ValueError(f"backend={backend!r} is not supported; expected 'numpy' or 'torch'.")
+    return [np.random.default_rng(s) for s in seeds]
 
 
 class BrownianTreeNoiseSampler:

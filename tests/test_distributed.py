@@ -1,0 +1,126 @@
+"""`kdpm2 sample` under torch.distributed's launcher: 2 and 3 processes give 1 process's bits.
+
+Each test starts `python -m torch.distributed.run --standalone` (what `torchrun` runs) on the
+loopback interface with gloo, and compares with a single-process run made in this process.
+A launch costs a few seconds (every worker imports torch), so there are few of them, each
+with several blocks of samples and 2 sampler steps.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from kdpm2 import cli
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("torch.distributed")
+if not torch.distributed.is_available() or not torch.distributed.is_gloo_available():
+    pytest.skip("this torch build has no gloo backend", allow_module_level=True)
+
+SRC = Path(__file__).resolve().parents[1] / "src"
+# 700 samples = blocks of 256, 256 and 188: 2 processes split them 512 + 188, 3 processes
+# 256 + 256 + 188 (uneven, as the split allows).
+NUM_SAMPLES = 700
+ARGS = ["--num-samples", str(NUM_SAMPLES), "--steps", "2", "--seed", "3", "-q"]
+
+
+def _env():
+    env = {k: v for k, v in os.environ.items() if k not in ("WORLD_SIZE", "RANK", "LOCAL_RANK")}
+    env["PYTHONPATH"] = os.pathsep.join([str(SRC), env.get("PYTHONPATH", "")])
+    env["MASTER_ADDR"] = "127.0.0.1"  # loopback only
+    env["GLOO_SOCKET_IFNAME"] = "lo"
+    env["OMP_NUM_THREADS"] = "1"
+    return env
+
+
+def torchrun(nproc, target, *args, cwd):
+    """Run `torchrun --standalone --nproc-per-node nproc TARGET ARGS` and return the result."""
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+    command = [*launcher, "--nproc-per-node", str(nproc), *target, *map(str, args)]
+    return subprocess.run(
+        command, capture_output=True, text=True, env=_env(), timeout=300, check=False, cwd=cwd
+    )
+
+
+def _console_script(tmp_path):
+    """The `kdpm2` console script of this environment, or an equivalent one (a script path, as
+    in `torchrun ... $(which kdpm2) sample`)."""
+    installed = Path(sys.executable).parent / "kdpm2"
+    if installed.is_file():
+        return installed
+    script = tmp_path / "kdpm2"
+    script.write_text("import sys\nfrom kdpm2.cli import main\nsys.exit(main())\n")
+    return script
+
+
+def _single(backend, tmp_path):
+    npy = tmp_path / f"single-{backend}.npy"
+    argv = ["sample", *ARGS, "--backend", backend, "--batch-size", "300"]
+    assert cli.main([*argv, "--out", str(tmp_path / "single.png"), "--npy", str(npy)]) == 0
+    return np.load(npy)
+
+
+@pytest.mark.parametrize("backend", ["numpy", "torch"])
+def test_two_and_three_processes_equal_one_bit_for_bit(backend, tmp_path):
+    """If this fails, a shared run differs from one process: a shard drew other samples, the
+    gather lost the order, or several processes wrote (or none did). The 2-process run starts
+    the console script by path, the 3-process one `--module kdpm2`."""
+    single = _single(backend, tmp_path)
+    for nproc, target in ((2, [str(_console_script(tmp_path))]), (3, ["--module", "kdpm2"])):
+        out = tmp_path / f"p{nproc}"
+        out.mkdir()
+        result = torchrun(
+            nproc, target, "sample", *ARGS[:-1], "--backend", backend,
+            "--out", out / "x.png", "--npy", out / "x.npy", cwd=tmp_path,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        # rank 0 alone wrote, once, and said how many processes shared the work
+        summaries = [line for line in result.stdout.splitlines() if line.startswith("wrote ")]
+        assert [f"{nproc} processes sharing the work"] == [s.split(", ")[3] for s in summaries], (
+            result.stdout
+        )
+        assert sorted(p.name for p in out.iterdir()) == ["x.npy", "x.png"]
+        np.testing.assert_array_equal(single, np.load(out / "x.npy"), err_msg=f"{nproc}")
+        png = (tmp_path / "single.png").read_bytes()
+        assert png == (out / "x.png").read_bytes()
+
+
+def test_a_failing_process_stops_the_run_with_its_one_line_error(tmp_path):
+    """If this fails, a process that fails (here rank 1 of 2 finds its weights file damaged)
+    hangs the run, exits 0, prints a traceback of ours, or leaves a file behind."""
+    bad = tmp_path / "digits.safetensors"
+    bad.write_bytes(b"0" * 10)
+    (tmp_path / "manifest.json").write_text(
+        '{"files": {"digits.safetensors": {"sha256": "00", "size": 5}}}'
+    )
+    script = tmp_path / "damaged_rank1.py"
+    script.write_text(
+        "import os, sys\n"
+        "import kdpm2.demo.digits as digits\n"
+        "from kdpm2.cli import main\n"
+        "if os.environ['RANK'] == '1':\n"
+        f"    digits.WEIGHTS_PATH = digits.Path({str(bad)!r})\n"
+        "sys.exit(main())\n"
+    )
+    out = tmp_path / "out"
+    out.mkdir()
+    result = torchrun(
+        2, [str(script)], "sample", *ARGS, "--out", out / "x.png", "--npy", out / "x.npy",
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode != 0
+    ours = [line for line in result.stderr.splitlines() if line.startswith("kdpm2:")]
+    assert len(ours) == 1, result.stderr
+    assert ours[0].startswith(
+        f"kdpm2: error: rank 1 of 2: the digits weights file {bad} is longer than expected"
+    )
+    assert f'File "{SRC}' not in result.stderr  # no traceback through our code
+    # torchrun's summary names rank 1 as the root cause, with our line
+    assert f"traceback : rank 1 of 2: the digits weights file {bad}" in result.stderr
+    assert list(out.iterdir()) == []
