@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import kdpm2.flow
 import kdpm2.scheduler
 
 README = Path(__file__).resolve().parents[1] / "README.md"
@@ -25,4 +26,20 @@ def test_readme_differences_match_the_class_docstring():
         _section(README.read_text(encoding="utf-8"), "## Differences from diffusers", "\n## ")
     )
     assert len(in_doc) >= 8
+    assert in_doc == in_readme
+
+
+def test_readme_flow_differences_match_the_flow_class_docstring():
+    doc = kdpm2.flow.FlowMatchKDPM2AncestralDiscreteScheduler.__doc__ or ""
+    in_doc = ITEM.findall(
+        _section(doc, "**Differences from FlowMatchEulerDiscreteScheduler**", "**Two forms")
+    )
+    in_readme = ITEM.findall(
+        _section(
+            README.read_text(encoding="utf-8"),
+            "### Differences from FlowMatchEulerDiscreteScheduler",
+            "\n## ",
+        )
+    )
+    assert len(in_doc) >= 6
     assert in_doc == in_readme
