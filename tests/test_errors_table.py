@@ -51,6 +51,7 @@ def namespace(tmp_path):
     return {
         "S": S,
         "K": kdpm2.scheduler.KDPM2AncestralDiscreteScheduler,
+        "F": kdpm2.FlowMatchKDPM2AncestralDiscreteScheduler,
         "half": half,
         "den": lambda x, s: x * 0,
         "sig": kdpm2.get_sigmas_karras(2, 0.1, 10.0),

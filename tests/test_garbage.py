@@ -230,3 +230,114 @@ def test_garbage_that_reaches_the_arithmetic_is_caught():
     """The test above can fail: a raw error from inside (here an AttributeError) escapes it."""
     with pytest.raises(AttributeError):
         _call(lambda: None.shape)  # type: ignore[attr-defined]
+
+
+@GARBAGE_SETTINGS
+@given(
+    value=garbage,
+    where=st.sampled_from(
+        [
+            "scale.sample",
+            "step.model_output",
+            "step.timestep",
+            "step.sample",
+            "step.generator",
+            "scale_noise.sample",
+            "scale_noise.timestep",
+            "scale_noise.noise",
+            "set_timesteps.num_inference_steps",
+            "set_timesteps.sigmas",
+            "set_timesteps.mu",
+            "set_timesteps.timesteps",
+            "set_begin_index",
+            "set_shift",
+        ]
+    ),
+    cls=st.sampled_from(["public", "own"]),
+)
+def test_flow_scheduler_methods(value, where, cls):
+    """The flow scheduler's methods reject garbage with TypeError/ValueError, state kept."""
+    import kdpm2.flow
+
+    Scheduler = (
+        kdpm2.FlowMatchKDPM2AncestralDiscreteScheduler
+        if cls == "public"
+        else kdpm2.flow.FlowMatchKDPM2AncestralDiscreteScheduler
+    )
+    sch = Scheduler(use_dynamic_shifting=where == "set_timesteps.mu")
+    sch.set_timesteps(3, mu=0.5)
+    t = float(np.asarray(sch.timesteps)[0])
+    sch.step(X, t, X, generator=np.random.default_rng(0))  # mid step: a sample is kept
+    before = _state(sch)
+    method, _, arg = where.partition(".")
+    calls = {
+        "scale": lambda v: sch.scale_model_input(v, t),
+        "step": lambda v: sch.step(
+            **{
+                "model_output": X,
+                "timestep": t,
+                "sample": X,
+                "generator": np.random.default_rng(1),
+                arg: v,
+            }
+        ),
+        "scale_noise": lambda v: sch.scale_noise(
+            **{"sample": X, "timestep": np.array([t]), "noise": X, arg: v}
+        ),
+        "set_timesteps": lambda v: sch.set_timesteps(**{"mu": 0.5, arg: v}),
+        "set_begin_index": lambda v: sch.set_begin_index(v),
+        "set_shift": lambda v: sch.set_shift(v),
+    }
+    try:
+        calls[method](value)
+    except ACCEPTED:
+        assert _state(sch) == before
+
+
+@GARBAGE_SETTINGS
+@given(
+    value=garbage,
+    key=st.sampled_from(
+        [
+            "num_train_timesteps",
+            "shift",
+            "use_dynamic_shifting",
+            "base_shift",
+            "max_shift",
+            "base_image_seq_len",
+            "max_image_seq_len",
+            "invert_sigmas",
+            "shift_terminal",
+            "use_karras_sigmas",
+            "time_shift_type",
+            "eta",
+            "s_noise",
+        ]
+    ),
+)
+def test_flow_constructor(value, key):
+    """Every flow constructor argument is checked: garbage gives TypeError or ValueError."""
+    import kdpm2.flow
+
+    _call(lambda: kdpm2.flow.FlowMatchKDPM2AncestralDiscreteScheduler(**{key: value}))
+
+
+@GARBAGE_SETTINGS
+@given(
+    value=garbage,
+    where=st.sampled_from(["model", "x", "sigmas", "eta", "s_noise", "noise_sampler", "callback"]),
+)
+def test_flow_functional_sampler(value, where):
+    """sample_dpm_2_ancestral_rf rejects garbage with TypeError or ValueError only."""
+    _call(
+        lambda: kdpm2.sample_dpm_2_ancestral_rf(
+            **{
+                "model": _denoiser,
+                "x": X,
+                "sigmas": np.array([1.0, 0.5, 0.0]),
+                "disable": True,
+                "noise_sampler": lambda a, b: np.zeros_like(X),
+                where: value,
+            }
+        )
+    )

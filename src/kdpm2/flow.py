@@ -555,6 +555,12 @@ class FlowMatchKDPM2AncestralSchedulerCore(SchedulerLoop):
                 "shape."
             )
         count = int(np.prod(getattr(timestep, "shape", ()) or (1,)))
+        batch = sample.shape[0] if sample.ndim else 1
+        if count not in (1, batch):
+            raise ValueError(
+                f"timestep has {count} values but sample has {batch} samples; pass one timestep, "
+                "or one per sample."
+            )
         sch = self.schedule
         if self._begin_index is None:
             ts = timestep.detach().cpu().numpy() if _xp.is_torch(timestep) else timestep

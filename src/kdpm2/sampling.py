@@ -363,10 +363,10 @@ def _checked_step(
         s, s_next = np.asarray(sigma, dtype=np.float64), np.asarray(sigma_next, dtype=np.float64)
         top = 1.0 if family == "flow" else np.inf
         if not (s > 0).all() or (s_next > s).any() or (s > top).any():
-            within = " <= 1 (a flow's noise levels are in [0, 1])" if family == "flow" else ""
+            bound = "0 < sigma <= 1 (a flow's levels)" if family == "flow" else "sigma > 0"
             raise ValueError(
                 f"sigma={s.tolist()!r}, sigma_next={s_next.tolist()!r} is not a step; expected "
-                f"0 <= sigma_next <= sigma and sigma > 0{within}."
+                f"0 <= sigma_next <= sigma and {bound}."
             )
     if noise is not None:
         check_like("noise", noise, x, "standard normal noise", returned=False)
