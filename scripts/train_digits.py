@@ -31,6 +31,7 @@ The run is deterministic for a given seed, thread count and torch version.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import sys
@@ -55,6 +56,7 @@ from kdpm2.demo.digits import (  # noqa: E402
     init_params,
     spec_from_params,
 )
+from kdpm2.flow import FLOW_DEFAULTS  # noqa: E402
 
 SCHEDULER_CONFIG: dict[str, Any] = {
     "_class_name": "KDPM2AncestralDiscreteScheduler",
@@ -71,26 +73,11 @@ SCHEDULER_CONFIG: dict[str, Any] = {
     "use_beta_sigmas": False,
 }
 
-# diffusers 0.42.1 FlowMatchEulerDiscreteScheduler's keys (its defaults; shift 1 is what the flow
-# model is trained for) but stochastic_sampling (the ancestral sampler draws its own noise), plus
-# the ancestral knobs of FlowMatchKDPM2AncestralDiscreteScheduler.
+# the flow scheduler's config at its defaults (FlowMatchEulerDiscreteScheduler's keys and defaults,
+# shift 1, which the flow model is trained for, plus eta and s_noise)
 FLOW_SCHEDULER_CONFIG: dict[str, Any] = {
     "_class_name": "FlowMatchKDPM2AncestralDiscreteScheduler",
-    "num_train_timesteps": 1000,
-    "shift": 1.0,
-    "use_dynamic_shifting": False,
-    "base_shift": 0.5,
-    "max_shift": 1.15,
-    "base_image_seq_len": 256,
-    "max_image_seq_len": 4096,
-    "invert_sigmas": False,
-    "shift_terminal": None,
-    "use_karras_sigmas": False,
-    "use_exponential_sigmas": False,
-    "use_beta_sigmas": False,
-    "time_shift_type": "exponential",
-    "eta": 1.0,
-    "s_noise": 1.0,
+    **dataclasses.asdict(FLOW_DEFAULTS),
 }
 
 DEMO_DIR = ROOT / "src" / "kdpm2" / "demo"
