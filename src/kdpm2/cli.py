@@ -502,8 +502,9 @@ def sample(
     Parameters
     ----------
     model : callable
-        ``model(scaled_sample, timestep) -> eps`` on the backend's arrays.
-    scheduler : kdpm2.KDPM2AncestralDiscreteScheduler
+        ``model(scaled_sample, timestep) -> output`` on the backend's arrays: ``eps`` for the
+        diffusion scheduler, the velocity for the flow one.
+    scheduler : KDPM2AncestralDiscreteScheduler or FlowMatchKDPM2AncestralDiscreteScheduler
         With ``set_timesteps`` already called; it is reset for each batch.
     num_samples : int
         Number of samples ``N`` to draw.
