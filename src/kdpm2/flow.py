@@ -22,10 +22,10 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 import numpy as np
 
 from . import _math, _xp, noise
-from ._validate import a_type, check_array, check_step_inputs, validate_flow_config
+from ._validate import a_type, check_array, check_int, positive, to_scalar, validate_flow_config
 from .config import register_to_config
 from .output import KDPM2AncestralDiscreteSchedulerOutput
-from .schedule import _beta_sigmas, exponential_sigmas, karras_sigmas
+from .schedule import _beta_sigmas, _FrozenTables, _interleave, exponential_sigmas, karras_sigmas
 from .scheduler import SchedulerLoop, SchedulerMixin, _as_int, _is_first_half, _to_output
 
 if TYPE_CHECKING:
@@ -155,8 +155,8 @@ def flow_sigmas(
     return np.asarray(s).astype(np.float32), given_t
 
 
-@dataclass(frozen=True)
-class FlowSchedule:
+@dataclass(frozen=True, slots=True)
+class FlowSchedule(_FrozenTables):
     """Pure float64 tables of a flow DPM2-ancestral schedule of ``N`` steps.
 
     Internal noise levels ``s`` are in the convention ``x_s = (1 - s) * x0 + s * noise``;
@@ -182,17 +182,6 @@ class FlowSchedule:
     call_noise_std: np.ndarray  # (2N - 1,)
     call_x0: np.ndarray  # (2N - 1,) x0 = sample + call_x0 * v
     timesteps_dtype: str = "float32"
-
-
-def _interleave(at_steps: np.ndarray, at_midpoints: np.ndarray) -> np.ndarray:
-    out = np.empty(2 * len(at_steps) - 1)
-    out[0::2], out[1::2] = at_steps, at_midpoints[: len(at_steps) - 1]
-    return out
-
-
-def _readonly(a: np.ndarray) -> np.ndarray:
-    a.setflags(write=False)
-    return a
 
 
 def make_flow_schedule(
@@ -224,13 +213,12 @@ def make_flow_schedule(
     down, renoise, scale = _math.flow_ancestral_split(s[:-1], s[1:], cfg.eta)
     mid = _math.log_midpoint(s[:-1], down)
     n = len(s32)
-    zero = np.zeros(n)
-    call_sigmas = _interleave(s[:-1], mid)
+    call_sigmas = _interleave(s[:-1], mid[:-1])
     # the first half moves to the midpoint (or, on the last step, Euler to sigma_down = 0)
     dt_first = np.where(down > 0, mid, down) - s[:-1]
-    call_dt = _interleave(dt_first, down - s[:-1])
-    call_scale = _interleave(np.ones(n), scale)
-    call_noise_std = _interleave(zero, renoise * cfg.s_noise)
+    call_dt = _interleave(dt_first, (down - s[:-1])[:-1])
+    call_scale = _interleave(np.ones(n), scale[:-1])
+    call_noise_std = _interleave(np.zeros(n), renoise[:-1] * cfg.s_noise)
     mid32 = mid.astype(np.float32)
     if cfg.invert_sigmas:
         exposed = np.append(np.float32(1) - s32, np.float32(1))
@@ -243,21 +231,21 @@ def make_flow_schedule(
         sign = 1.0
     if given_timesteps is not None and not cfg.invert_sigmas:  # diffusers: inverted levels win
         ts_first = np.asarray(given_timesteps, np.float32)
-    timesteps = _interleave(ts_first.astype(np.float64), ts_mid.astype(np.float64))
+    timesteps = _interleave(ts_first.astype(np.float64), ts_mid[:-1].astype(np.float64))
     return FlowSchedule(
         num_inference_steps=n,
-        sigmas=_readonly(s),
-        sigmas_down=_readonly(np.asarray(down)),
-        sigmas_mid=_readonly(np.asarray(mid)),
-        renoise=_readonly(np.asarray(renoise)),
-        scales=_readonly(np.asarray(scale)),
-        exposed_sigmas=_readonly(exposed.astype(np.float64)),
-        timesteps=_readonly(timesteps),
-        call_sigmas=_readonly(call_sigmas),
-        call_dt=_readonly(sign * call_dt),
-        call_scale=_readonly(call_scale),
-        call_noise_std=_readonly(call_noise_std),
-        call_x0=_readonly(-sign * call_sigmas),
+        sigmas=s,
+        sigmas_down=np.asarray(down),
+        sigmas_mid=np.asarray(mid),
+        renoise=np.asarray(renoise),
+        scales=np.asarray(scale),
+        exposed_sigmas=exposed.astype(np.float64),
+        timesteps=timesteps,
+        call_sigmas=call_sigmas,
+        call_dt=sign * call_dt,
+        call_scale=call_scale,
+        call_noise_std=call_noise_std,
+        call_x0=-sign * call_sigmas,
     )
 
 
@@ -391,8 +379,6 @@ class FlowMatchKDPM2AncestralSchedulerCore(SchedulerLoop):
             No step count, lengths that disagree, ``mu`` missing with dynamic shifting, or
             noise levels outside ``(0, 1]`` or increasing.
         """
-        from ._validate import check_int, positive, to_scalar
-
         n = None
         if num_inference_steps is not None:
             n = check_int(
@@ -504,15 +490,8 @@ class FlowMatchKDPM2AncestralSchedulerCore(SchedulerLoop):
         RuntimeError
             A second half-step whose first half this scheduler did not take.
         """
-        k = self._call_index(timestep, "step")
-        check_step_inputs(model_output, sample, generator)
+        k = self._begin_step(timestep, model_output, sample, generator)
         first_half = _is_first_half(k)
-        if not first_half and self.sample is None:
-            raise RuntimeError(
-                f"step() at index {k} is the second half of a DPM2 step but the first half "
-                "was not taken by this scheduler; start loops at an even index "
-                "(set_begin_index(2 * k))."
-            )
         x, v = _upcast(sample, model_output)
         start = x if first_half else self.sample
         sch = self._schedule
@@ -547,38 +526,20 @@ class FlowMatchKDPM2AncestralSchedulerCore(SchedulerLoop):
         TimestepNotInScheduleError
             Without a begin index, a timestep that is not a step start.
         """
-        torch_in = check_array("sample", sample)
-        if check_array("noise", noise) != torch_in or tuple(noise.shape) != tuple(sample.shape):
-            raise ValueError(
-                f"noise is {a_type(noise)} of shape {tuple(noise.shape)} but sample "
-                f"{a_type(sample)} of shape {tuple(sample.shape)}; they must be of one kind and "
-                "shape."
-            )
-        count = int(np.prod(getattr(timestep, "shape", ()) or (1,)))
-        batch = sample.shape[0] if sample.ndim else 1
-        if count not in (1, batch):
-            raise ValueError(
-                f"timestep has {count} values but sample has {batch} samples; pass one timestep, "
-                "or one per sample."
-            )
+        idx = self._noising_indices("sample", sample, noise, "timestep", timestep)
         sch = self.schedule
-        if self._begin_index is None:
-            ts = timestep.detach().cpu().numpy() if _xp.is_torch(timestep) else timestep
-            idx = [self.index_for_timestep(float(t)) for t in np.atleast_1d(np.asarray(ts))]
-        else:
-            k = self._step_index if self._step_index is not None else self._begin_index
-            if k >= len(sch.call_sigmas):
-                raise IndexError(
-                    f"scale_noise() was called after the last timestep (step index {k} of "
-                    f"{len(sch.call_sigmas)}); call set_timesteps() to start a new loop."
-                )
-            idx = [k] * count
+        if max(idx) >= len(sch.call_sigmas):
+            raise IndexError(
+                f"scale_noise() was called after the last timestep (step index {max(idx)} of "
+                f"{len(sch.call_sigmas)}); call set_timesteps() to start a new loop."
+            )
         level = sch.call_sigmas[idx]
         if self.config["invert_sigmas"]:
             level = 1.0 - level
         sigma = _xp.like(level.astype(np.float32), sample)
         sigma = _xp.append_dims(
-            sigma.to(sample.dtype) if torch_in else sigma.astype(sample.dtype), sample.ndim
+            sigma.to(sample.dtype) if _xp.is_torch(sample) else sigma.astype(sample.dtype),
+            sample.ndim,
         )
         return sigma * noise + (1.0 - sigma) * sample
 

@@ -258,6 +258,52 @@ class SchedulerLoop:
             )
         return k
 
+    def _begin_step(self, timestep: Any, model_output: Any, sample: Any, generator: Any) -> int:
+        """Return the index of this ``step`` call after checking its inputs (no state change).
+
+        Raises for a call after the loop's end, a first timestep not in the schedule, bad
+        inputs, and a second half whose first half this scheduler did not take.
+        """
+        k = self._call_index(timestep, "step")
+        check_step_inputs(model_output, sample, generator)
+        if not _is_first_half(k) and self.sample is None:
+            raise RuntimeError(
+                f"step() at index {k} is the second half of a DPM2 step but the first half "
+                "was not taken by this scheduler; start loops at an even index "
+                "(set_begin_index(2 * k))."
+            )
+        return k
+
+    def _noising_indices(
+        self, samples_name: str, samples: Any, noise: Any, timesteps_name: str, timesteps: Any
+    ) -> list[int]:
+        """Check a noising call's arguments; return the call index whose level each sample gets.
+
+        Without a begin index each timestep is looked up by value (a step start); after
+        ``set_begin_index`` the loop's current index applies (img2img before the first step,
+        inpainting after each), as diffusers picks it.
+        """
+        torch_in = check_array(samples_name, samples)
+        if check_array("noise", noise) != torch_in or noise.shape != samples.shape:
+            raise ValueError(
+                f"noise is {a_type(noise)} of shape {tuple(noise.shape)} but "
+                f"{samples_name} {a_type(samples)} of shape "
+                f"{tuple(samples.shape)}; they must be of one kind and shape."
+            )
+        count = int(np.prod(getattr(timesteps, "shape", ()) or (1,)))
+        batch = samples.shape[0] if samples.ndim else 1
+        if count not in (1, batch):
+            raise ValueError(
+                f"{timesteps_name} has {count} values but {samples_name} has {batch} samples; "
+                "pass one timestep, or one per sample."
+            )
+        self.schedule  # noqa: B018 - builds the default schedule on first use
+        if self._begin_index is None:
+            ts = timesteps.detach().cpu().numpy() if _xp.is_torch(timesteps) else timesteps
+            return [self.index_for_timestep(float(t)) for t in np.atleast_1d(np.asarray(ts))]
+        k = self._step_index if self._step_index is not None else self._begin_index
+        return [k] * count
+
     def __len__(self) -> int:
         return self.config["num_train_timesteps"]
 
@@ -482,19 +528,12 @@ class KDPM2AncestralSchedulerCore(SchedulerLoop):
         RuntimeError
             A second half-step whose first half this scheduler did not take.
         """
-        k = self._call_index(timestep, "step")
-        check_step_inputs(model_output, sample, generator)
+        k = self._begin_step(timestep, model_output, sample, generator)
         if isinstance(sample, np.ndarray) and model_output.dtype != sample.dtype:
             # NumPy: the sample's dtype wins (on tensors the arithmetic promotes, as diffusers)
             model_output = model_output.astype(sample.dtype)
         first_half = _is_first_half(k)
         start = sample if first_half else self.sample
-        if start is None:
-            raise RuntimeError(
-                f"step() at index {k} is the second half of a DPM2 step but the first half "
-                "was not taken by this scheduler; start loops at an even index "
-                "(set_begin_index(2 * k))."
-            )
         sch = self._schedule
         assert sch is not None  # built by _call_index
         sigma = float(sch.call_sigmas[k])
@@ -540,27 +579,10 @@ class KDPM2AncestralSchedulerCore(SchedulerLoop):
         TimestepNotInScheduleError
             A timestep is not in the schedule.
         """
-        torch_in = check_array("original_samples", original_samples)
-        if check_array("noise", noise) != torch_in or noise.shape != original_samples.shape:
-            raise ValueError(
-                f"noise is {a_type(noise)} of shape {tuple(noise.shape)} but "
-                f"original_samples {a_type(original_samples)} of shape "
-                f"{tuple(original_samples.shape)}; they must be of one kind and shape."
-            )
-        count = int(np.prod(getattr(timesteps, "shape", ()) or (1,)))
-        batch = original_samples.shape[0] if original_samples.ndim else 1
-        if count not in (1, batch):
-            raise ValueError(
-                f"timesteps has {count} values but original_samples has {batch} samples; pass "
-                "one timestep, or one per sample."
-            )
+        idx = self._noising_indices(
+            "original_samples", original_samples, noise, "timesteps", timesteps
+        )
         sch = self.schedule
-        if self._begin_index is None:
-            ts = timesteps.detach().cpu().numpy() if _xp.is_torch(timesteps) else timesteps
-            idx = [self.index_for_timestep(float(t)) for t in np.atleast_1d(np.asarray(ts))]
-        else:
-            k = self._step_index if self._step_index is not None else self._begin_index
-            idx = [k] * count
         sigma = sch.expanded(sch.sigmas).astype(np.float32)[idx]
         sigma = _xp.append_dims(_xp.like(sigma, original_samples), original_samples.ndim)
         return original_samples + noise * sigma
