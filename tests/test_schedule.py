@@ -91,22 +91,27 @@ def test_discard_penultimate_sigma_drops_exactly_one_sigma():
     np.testing.assert_array_equal(cut.timesteps[0::2], full.timesteps[0::2][:-1])
 
 
-def test_linear_betas_match_torch_linspace_bits():
-    """Betas are torch.linspace(float32) bit for bit (the root of every other table)."""
+def test_linear_betas_match_torch_linspace():
+    """If this fails, the betas (the root of every other table) are not torch.linspace's float32
+    values, as diffusers builds them. Within 1 ulp, not bit for bit: torch's vectorised kernels
+    round start + step * i once (kdpm2 mirrors them), its portable kernels twice."""
     torch = pytest.importorskip("torch")
     for n in (1, 2, 17, 1000, 1100, 4096):
         ours = make_train_schedule(num_train_timesteps=n).betas.astype(np.float32)
         ref = torch.linspace(0.00085, 0.012, n, dtype=torch.float32).numpy()
-        np.testing.assert_array_equal(ours, ref)
+        np.testing.assert_array_max_ulp(ours, ref, maxulp=1)
 
 
-def test_alphas_cumprod_match_torch_cumprod_bits():
-    """alphas_cumprod equals torch.cumprod of float32 alphas bit for bit (float64 accumulation)."""
+def test_alphas_cumprod_match_torch_cumprod():
+    """If this fails, alphas_cumprod does not accumulate as torch.cumprod of float32 alphas does
+    (in float64, each partial product rounded to float32): float32 accumulation drifts by
+    several ulps over 1000 terms. The same alphas go into both, so only the cumprod is tested."""
     torch = pytest.importorskip("torch")
-    ts = make_train_schedule(beta_schedule="scaled_linear")
-    betas = torch.linspace(0.00085**0.5, 0.012**0.5, 1000, dtype=torch.float32) ** 2
-    ref = torch.cumprod(1 - betas, 0).numpy()
-    np.testing.assert_array_equal(ts.alphas_cumprod.astype(np.float32), ref)
+    for schedule in ("linear", "scaled_linear", "squaredcos_cap_v2"):
+        ts = make_train_schedule(beta_schedule=schedule, num_train_timesteps=4096)
+        alphas = 1 - torch.from_numpy(ts.betas.astype(np.float32))
+        ref = torch.cumprod(alphas, 0).numpy()
+        np.testing.assert_array_max_ulp(ts.alphas_cumprod.astype(np.float32), ref, maxulp=1)
 
 
 def test_tables_are_read_only():
