@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import platform
 import subprocess
 import sys
 import textwrap
@@ -12,6 +13,7 @@ import numpy as np
 import pytest
 
 from kdpm2 import cli
+from kdpm2._blocks import block_runner, in_blocks
 from kdpm2._io import write_bytes_atomic
 
 SRC = Path(__file__).resolve().parents[1] / "src"
@@ -486,13 +488,111 @@ def test_model_always_sees_whole_blocks_at_fixed_rows():
         return x * 0.5
 
     x = np.arange(10 * 3, dtype=np.float32).reshape(10, 3) + 1
-    out = cli._in_blocks(model, x, 999.0, first=cli.BLOCK - 4)  # straddles two blocks
+    out = in_blocks(model, x, 999.0, first=cli.BLOCK - 4)  # straddles two blocks
     np.testing.assert_array_equal(x * 0.5, out)
     assert [a.shape for a in seen] == [(cli.BLOCK, 3)] * 2
     np.testing.assert_array_equal(x[:4], seen[0][-4:])  # rows BLOCK-4 .. BLOCK-1 of block 0
     np.testing.assert_array_equal(x[4:], seen[1][:6])  # rows 0 .. 5 of block 1
     assert not seen[0][:-4].any()  # the padding is zeros
     assert not seen[1][6:].any()
+
+
+def _threads_env(threads):
+    """This environment with `threads` math-library threads (None: the libraries' default)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("WORLD_SIZE", "RANK", "LOCAL_RANK")}
+    env["PYTHONPATH"] = os.pathsep.join([str(SRC), env.get("PYTHONPATH", "")])
+    for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        env.pop(name, None)
+        if threads is not None:
+            env[name] = str(threads)
+    return env
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", ["numpy", "torch"])
+@pytest.mark.parametrize("model", ["digits", "digits-flow"])
+def test_samples_do_not_depend_on_the_thread_count(model, backend, tmp_path):
+    """If this fails, `kdpm2 sample` gives other bits with 1 thread, 2 threads or the default
+    count: a model call ran on several threads of the math library (whose split changes the
+    sums), so a 1-process run no longer matches a torchrun run (one thread per worker)."""
+    if backend == "torch":
+        pytest.importorskip("torch")
+    files = {}
+    for threads in (1, 2, None):
+        out = tmp_path / str(threads)
+        out.mkdir()
+        command = [sys.executable, "-m", "kdpm2", "sample", "-q", "--model", model,
+                   "--backend", backend, "--num-samples", "700", "--steps", "2", "--seed", "3",
+                   "--out", str(out / "x.png"), "--npy", str(out / "x.npy")]  # fmt: skip
+        env = _threads_env(threads)
+        if platform.machine() in ("x86_64", "AMD64"):
+            # OpenBLAS's Haswell kernels split a product among threads in a way that changes
+            # its sums (other kernels may not): with them a thread-dependent result shows on
+            # any x86-64 CPU
+            env["OPENBLAS_CORETYPE"] = "Haswell"
+        result = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
+        assert result.returncode == 0, result.stderr
+        files[threads] = [(out / name).read_bytes() for name in ("x.npy", "x.png")]
+    assert files[1] == files[2], "1 and 2 threads"
+    assert files[1] == files[None], "1 thread and the default"
+
+
+#: Another x86-64 CPU, as `make test-foreign-cpu` emulates it: torch's portable kernels,
+#: OpenBLAS's Haswell kernels, NumPy without its AVX-512 loops.
+ANOTHER_CPU = {
+    "ATEN_CPU_CAPABILITY": "default",
+    "OPENBLAS_CORETYPE": "Haswell",
+    "NPY_DISABLE_CPU_FEATURES": "AVX512F AVX512CD AVX512_SKX AVX512_CLX AVX512_CNL AVX512_ICL "
+    "AVX512_SPR",
+}
+#: How far a pixel (in [0, 1]) of `kdpm2 sample` may move between machines: the model's and
+#: the BLAS's last-bit differences, carried through 39 model calls (measured: at most 4e-5).
+ACROSS_MACHINES_ATOL = 1e-3
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64"), reason="x86-64 kernels")
+@pytest.mark.parametrize("backend", ["numpy", "torch"])
+@pytest.mark.parametrize("model", ["digits", "digits-flow"])
+def test_samples_on_another_cpu_are_float_close(model, backend, tmp_path):
+    """If this fails, the README's promise across machines is broken: with another CPU's kernels
+    the same run moves by more than ACROSS_MACHINES_ATOL (a result that hangs on a last bit,
+    e.g. a comparison or a rounding to an integer inside the sampler)."""
+    if backend == "torch":
+        pytest.importorskip("torch")
+    samples = []
+    for name, extra in (("here", {}), ("there", ANOTHER_CPU)):
+        npy = tmp_path / f"{name}.npy"
+        command = [sys.executable, "-m", "kdpm2", "sample", "-q", "--model", model,
+                   "--backend", backend, "--num-samples", "300", "--steps", "20",
+                   "--out", str(tmp_path / f"{name}.png"), "--npy", str(npy)]  # fmt: skip
+        env = {**_threads_env(None), **extra}
+        result = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
+        assert result.returncode == 0, result.stderr
+        samples.append(np.load(npy))
+    np.testing.assert_allclose(samples[0], samples[1], rtol=0, atol=ACROSS_MACHINES_ATOL)
+
+
+def test_block_runner_restores_the_thread_settings():
+    """If this fails, `kdpm2.cli.sample` leaves NumPy's BLAS or torch on one thread after it
+    returns (a program that samples and then trains would run on one core)."""
+    from threadpoolctl import threadpool_info
+
+    def blas_threads():
+        return [p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"]
+
+    before = blas_threads()
+    with block_runner("numpy") as run:
+        assert [1] * len(before) == blas_threads()
+        assert (
+            np.arange(6.0).reshape(3, 2) == run(lambda b, t: b, np.arange(6.0).reshape(3, 2), 0, 0)
+        ).all()
+    assert before == blas_threads()
+    torch = pytest.importorskip("torch")
+    torch_before = torch.get_num_threads()
+    with block_runner("torch"):
+        assert torch.get_num_threads() == 1
+    assert torch_before == torch.get_num_threads()
 
 
 def test_summary_says_how_many_processes_shared_the_work(tmp_path):

@@ -8,8 +8,10 @@ true density. Everything runs in NumPy unless ``--backend torch`` is given.
 
 Sample ``k`` is drawn with its own generator, seeded with :func:`kdpm2.noise.sample_seed` of
 ``(seed, k)``, and computed in block ``k // 256`` at row ``k % 256``: every model call sees a
-whole block (``BLOCK`` rows; a partial block is padded). So a sample's bits do not depend on
-``--num-samples``, ``--batch-size`` or the number of processes. Under torch.distributed's
+whole block (``BLOCK`` rows; a partial block is padded) and runs on one thread of the math
+library, the blocks of a batch side by side on a pool of threads (:mod:`kdpm2._blocks`). So a
+sample's bits do not depend on ``--num-samples``, ``--batch-size``, the number of threads or
+the number of processes. Under torch.distributed's
 launcher (``torchrun ... -m kdpm2 sample``) the processes split the blocks, rank 0 gathers and
 writes (:mod:`kdpm2._distributed`).
 
@@ -34,6 +36,7 @@ from typing import Any, Literal, NoReturn
 
 import numpy as np
 
+from kdpm2._blocks import BLOCK, block_runner
 from kdpm2._distributed import Launch, PeerLostError, launch_from_env, record_error, shard
 from kdpm2._io import write_bytes_atomic
 from kdpm2.demo.digits import DEMO_DIR, FLOW_DIR, IMAGE_SHAPE, WeightsError, load_digits_denoiser
@@ -55,10 +58,6 @@ PROG = "kdpm2"
 MAX_STEPS = 1000
 MAX_SAMPLES = 100_000
 MAX_SEED = 2**64 - 1  # what a torch.Generator takes; NumPy takes the same range here
-#: Samples per model call: sample k is always computed at row k % BLOCK of block k // BLOCK,
-#: so every call has the same shape and a row's bits cannot depend on the batch (BLAS picks
-#: its kernel by shape: one row goes through a matrix-vector product with other rounding).
-BLOCK = 256
 DEFAULT_BATCH_SIZE = 1024
 #: Fewest steps at which the digits pass the README's quality check, per sigma spacing
 #: (``scripts/quality_table.py``: default spacing passes at 20, Karras at 10).
@@ -326,7 +325,8 @@ def check_installed(options: SampleOptions, *, writer: bool = True) -> None:
     """Raise :class:`UsageError` before any work if an optional package the run needs is missing.
 
     Pillow writes the PNG (on the process that writes); safetensors reads the bundled digits
-    weights; torch runs ``--backend torch``; ``--device cuda`` needs a CUDA device.
+    weights; threadpoolctl holds NumPy's BLAS to one thread per model call; torch runs
+    ``--backend torch``; ``--device cuda`` needs a CUDA device.
     """
     if options.backend == "torch":
         _require_torch()
@@ -334,6 +334,8 @@ def check_installed(options: SampleOptions, *, writer: bool = True) -> None:
     needs = [("PIL", "Pillow", "writing the PNG")] if writer else []
     if options.model != "gmm":
         needs.append(("safetensors", "safetensors", "reading the bundled digits weights"))
+    if options.backend == "numpy":
+        needs.append(("threadpoolctl", "threadpoolctl", "fixing the BLAS thread count"))
     for module, package, why in needs:
         if importlib.util.find_spec(module) is None:
             raise UsageError(
@@ -448,33 +450,6 @@ def _progress_bar(total: int, enabled: bool) -> Any:
     return tqdm(total=total, desc="sampling", unit="step", file=sys.stderr, leave=False)
 
 
-def _in_blocks(model: Callable[[Any, Any], Any], x: Any, t: Any, first: int) -> Any:
-    """Evaluate ``model`` on rows ``first, first + 1, ...`` in the run's fixed blocks.
-
-    Row ``k`` of the run always sits at row ``k % BLOCK`` of a ``(BLOCK, ...)`` call, whatever
-    batch it came in; a partial block is padded with zeros (their outputs are dropped).
-    """
-    n = len(x)
-    lo = first - first % BLOCK
-    hi = -(-(first + n) // BLOCK) * BLOCK
-    is_tensor = not isinstance(x, np.ndarray)
-    padded = x
-    if (lo, hi) != (first, first + n):
-        shape = (hi - lo, *x.shape[1:])
-        padded = x.new_zeros(shape) if is_tensor else np.zeros(shape, dtype=x.dtype)
-        padded[first - lo : first - lo + n] = x
-    outputs = [model(padded[i : i + BLOCK], t) for i in range(0, hi - lo, BLOCK)]
-    if len(outputs) == 1:
-        out = outputs[0]
-    elif is_tensor:
-        import torch
-
-        out = torch.cat(outputs)
-    else:
-        out = np.concatenate(outputs)
-    return out[first - lo : first - lo + n]
-
-
 def sample(
     model: Callable[[Any, Any], Any],
     scheduler: Any,
@@ -495,9 +470,12 @@ def sample(
     ``scheduler.timesteps``, ``x = step(model(scale_model_input(x, t), t), t, x)``. Sample ``k``
     has its own generator, seeded with :func:`kdpm2.noise.sample_seed` ``(seed, k)`` (a
     ``numpy.random.Generator`` for NumPy, a CPU ``torch.Generator`` for torch), for its initial
-    and its ancestral noise; the model sees it at row ``k % BLOCK`` of a ``BLOCK``-row call. So
-    sample ``k`` is the same, bit for bit, whatever ``num_samples``, ``first_index`` (as long
-    as the range holds ``k``) and ``batch_size``. The two backends draw different numbers.
+    and its ancestral noise; the model sees it at row ``k % BLOCK`` of a ``BLOCK``-row call
+    that runs on one thread of the math library (:func:`kdpm2._blocks.block_runner`: for the
+    length of the call NumPy's BLAS, or torch's intra-op pool, is limited to one thread, and
+    the blocks run on a pool of as many threads as it had). So sample ``k`` is the same, bit for
+    bit, whatever ``num_samples``, ``first_index`` (as long as the range holds ``k``),
+    ``batch_size`` and the thread count. The two backends draw different numbers.
 
     Parameters
     ----------
@@ -546,25 +524,26 @@ def sample(
     starts = range(first_index, first_index + num_samples, batch_size)
     bar = _progress_bar(len(starts) * ((len(timesteps) + 1) // 2), progress and num_samples > 0)
     pieces = []
-    for start in starts:
-        stop = min(start + batch_size, first_index + num_samples)
-        generators = sample_generators(seed, range(start, stop), backend)
-        shape = (stop - start, *sample_shape)
-        if backend == "torch":
-            import torch
+    with block_runner(backend, device) as in_blocks:
+        for start in starts:
+            stop = min(start + batch_size, first_index + num_samples)
+            generators = sample_generators(seed, range(start, stop), backend)
+            shape = (stop - start, *sample_shape)
+            if backend == "torch":
+                import torch
 
-            like: Any = torch.empty(shape, dtype=torch.float32, device=device)
-        else:
-            like = np.empty(shape, dtype=np.float32)
-        x = draw(like, generators) * float(scheduler.init_noise_sigma)
-        scheduler.set_timesteps(steps)  # a fresh loop for each batch
-        for i, t in enumerate(timesteps):
-            eps = _in_blocks(model, scheduler.scale_model_input(x, t), t, start)
-            x = scheduler.step(eps, t, x, generator=generators).prev_sample
-            # Calls 0, 2, 4, ... begin a DPM-2 step; a bar tick is one whole step.
-            if bar is not None and (i % 2 == 1 or i == len(timesteps) - 1):
-                bar.update(1)
-        pieces.append(x.detach().cpu().numpy() if backend == "torch" else x)
+                like: Any = torch.empty(shape, dtype=torch.float32, device=device)
+            else:
+                like = np.empty(shape, dtype=np.float32)
+            x = draw(like, generators) * float(scheduler.init_noise_sigma)
+            scheduler.set_timesteps(steps)  # a fresh loop for each batch
+            for i, t in enumerate(timesteps):
+                eps = in_blocks(model, scheduler.scale_model_input(x, t), t, start)
+                x = scheduler.step(eps, t, x, generator=generators).prev_sample
+                # Calls 0, 2, 4, ... begin a DPM-2 step; a bar tick is one whole step.
+                if bar is not None and (i % 2 == 1 or i == len(timesteps) - 1):
+                    bar.update(1)
+            pieces.append(x.detach().cpu().numpy() if backend == "torch" else x)
     if bar is not None:
         bar.close()
     if not pieces:
