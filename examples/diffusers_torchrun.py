@@ -14,10 +14,13 @@ The same images from 2 processes on one machine (gloo on CPU; ``--device cuda`` 
 ``prompts.txt`` holds one prompt per line. Image ``i`` is drawn with its own CPU
 ``torch.Generator``, seeded with ``kdpm2.noise.sample_seed(seed, i)``, and goes through the
 pipeline in batch ``i // batch_size`` at position ``i % batch_size``, whichever process runs
-that batch: so the images do not depend on how many processes share the work. The processes
+that batch; on the CPU every process runs torch on one thread (as torchrun sets it), because a
+model's sums depend on how many threads split them. So the images do not depend on how many
+processes share the work: to use more cores, start more processes. The processes
 take whole batches (the first ones one more when the split is uneven); rank 0 gathers the images
 and writes ``out/0000.png, ...`` and ``out/images.npy`` (float32, ``(N, H, W, 3)`` in
-``[0, 1]``), each written to a temporary file and then renamed.
+``[0, 1]``), each written to a temporary file and then renamed. Rank 0 creates the output
+folder before any work; if it cannot, the run stops with one line and exit code 2.
 """
 
 from __future__ import annotations
@@ -39,7 +42,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", required=True, help="a saved diffusers pipeline (folder)")
     parser.add_argument("--prompts", type=Path, required=True, help="text file, one per line")
-    parser.add_argument("--out", type=Path, required=True, help="output folder (must exist)")
+    parser.add_argument("--out", type=Path, required=True, help="output folder (made if missing)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--batch-size", type=int, default=1, help="images per pipeline call")
@@ -99,14 +102,26 @@ def generate(pipe, prompts: list[str], indices: range, args: argparse.Namespace)
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    prompts = [line.strip() for line in args.prompts.read_text().splitlines() if line.strip()]
+    try:
+        prompts = [line.strip() for line in args.prompts.read_text().splitlines() if line.strip()]
+    except (OSError, UnicodeDecodeError) as exc:
+        print(f"error: --prompts {args.prompts}: cannot read it: {exc}", file=sys.stderr)
+        return 2
     # torchrun (and accelerate launch) set these; without them this is the only process
     rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
     shared = world > 1
+    if rank == 0:
+        try:  # before any work; a failing rank 0 makes torchrun stop the others
+            args.out.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            print(f"error: --out {args.out}: cannot create the folder: {exc}", file=sys.stderr)
+            return 2
     device = torch.device("cpu")
     if args.device == "cuda":
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
         torch.cuda.set_device(device)
+    else:
+        torch.set_num_threads(1)
     if shared:
         dist.init_process_group("nccl" if args.device == "cuda" else "gloo")
     try:

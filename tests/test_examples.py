@@ -29,15 +29,18 @@ PROMPTS = ["a cat", "a dog", "a red house", "the sea at night", "two birds"]
 
 
 def _env():
+    # the user's environment: the thread count is left as it is (torchrun sets its own)
     env = {k: v for k, v in os.environ.items() if k not in ("WORLD_SIZE", "RANK", "LOCAL_RANK")}
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "src"), env.get("PYTHONPATH", "")])
-    env.update(MASTER_ADDR="127.0.0.1", GLOO_SOCKET_IFNAME="lo", OMP_NUM_THREADS="1")
+    env.update(MASTER_ADDR="127.0.0.1", GLOO_SOCKET_IFNAME="lo")
     return env
 
 
 def test_example_gives_the_same_images_on_one_process_and_on_two(tmp_path):
-    """If this fails, the example's images depend on the number of processes (a prompt got
-    another generator or sat in another batch), its gather lost the order, or it wrote twice."""
+    """If this fails, the example as the README runs it (in an empty folder, `--out images/`
+    not yet there, the default thread count) fails, or its images depend on the number of
+    processes: a prompt got another generator or sat in another batch, torch's thread count
+    changed the sums, the gather lost the order, or it wrote twice."""
     pipe = diffusers.StableDiffusionPipeline(
         **tiny_components(),
         scheduler=diffusers.PNDMScheduler.from_config(SD_SCHEDULER),
@@ -59,11 +62,12 @@ def test_example_gives_the_same_images_on_one_process_and_on_two(tmp_path):
         ("two", [sys.executable, "-m", "torch.distributed.run", "--standalone",
                  "--nproc-per-node", "2"]),
     ):  # fmt: skip
-        out = tmp_path / name
-        out.mkdir()
+        cwd = tmp_path / name
+        cwd.mkdir()
+        out = cwd / "images"
         result = subprocess.run(
-            [*launcher, str(EXAMPLE), *map(str, args), "--out", str(out)],
-            capture_output=True, text=True, env=_env(), timeout=600, check=False,
+            [*launcher, str(EXAMPLE), *map(str, args), "--out", "images/"],
+            capture_output=True, text=True, env=_env(), timeout=600, check=False, cwd=cwd,
         )  # fmt: skip
         assert result.returncode == 0, result.stderr[-3000:]
         assert result.stdout.count("wrote 5 images") == 1, result.stdout
@@ -74,3 +78,19 @@ def test_example_gives_the_same_images_on_one_process_and_on_two(tmp_path):
     np.testing.assert_array_equal(runs["one"], runs["two"])
     # the prompts and seeds differ, so the images do: a broken split cannot pass by accident
     assert np.abs(runs["one"][0] - runs["one"][1]).max() > 0.05
+
+
+def test_example_stops_before_any_work_when_the_output_folder_cannot_be_made(tmp_path):
+    """If this fails, an output folder that cannot be created is found only after all the
+    sampling (or with a traceback) instead of one line and exit code 2 before any work."""
+    (tmp_path / "file").write_text("not a folder")
+    (tmp_path / "p.txt").write_text("a cat\n")
+    result = subprocess.run(
+        [sys.executable, str(EXAMPLE), "--model", "no-such-pipeline", "--prompts", "p.txt",
+         "--out", str(tmp_path / "file" / "images")],
+        capture_output=True, text=True, env=_env(), timeout=120, check=False, cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert [f"error: --out {tmp_path / 'file' / 'images'}: cannot create the folder"] == [
+        line.split(": [")[0] for line in result.stderr.splitlines()
+    ], result.stderr
