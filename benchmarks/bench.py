@@ -224,10 +224,12 @@ class LimitPlan:
 
     @classmethod
     def from_schedule(cls, schedule: kdpm2.Schedule) -> LimitPlan:
+        calls = [divmod(k, 2) for k in range(len(schedule.timesteps))]
+        sigmas, mid, down = schedule.sigmas, schedule.sigmas_mid, schedule.sigmas_down
         return cls(
-            schedule.call_scales.tolist(),
-            schedule.call_dt.tolist(),
-            schedule.call_noise_std.tolist(),
+            [float(schedule.input_scales[i, h]) for i, h in calls],
+            [float((down[i] if h else mid[i]) - sigmas[i]) for i, h in calls],
+            [float(schedule.sigmas_up[i]) if h else 0.0 for i, h in calls],
         )
 
 
@@ -544,17 +546,19 @@ def _flow_limit_loop(state: tuple[Any, Any, Any]) -> Any:
     # the unavoidable work: per call one fused add; per ancestral step a rescale, one randn
     # and one in-place fused add of the noise
     sch, x, v = state
-    table = sch.schedule
-    dt, scale, std = (t.tolist() for t in (table.call_dt, table.call_scale, table.call_noise_std))
+    tab = sch.schedule
+    sigmas, mid, down = tab.sigmas.tolist(), tab.sigmas_mid.tolist(), tab.sigmas_down.tolist()
+    scale, std = tab.scales.tolist(), tab.renoise.tolist()
     start = x
-    for k in range(len(dt)):
-        if k % 2 == 0:
+    for k in range(len(tab.timesteps)):
+        i, second_half = divmod(k, 2)
+        if not second_half:
             start = x
-            x = torch.add(x, v, alpha=dt[k])
+            x = torch.add(x, v, alpha=mid[i] - sigmas[i])
         else:
-            x = torch.add(start, v, alpha=dt[k])
-            x.mul_(scale[k])
-            x.add_(torch.randn_like(x), alpha=std[k])
+            x = torch.add(start, v, alpha=down[i] - sigmas[i])
+            x.mul_(scale[i])
+            x.add_(torch.randn_like(x), alpha=std[i])
     return x
 
 

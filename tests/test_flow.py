@@ -231,12 +231,15 @@ def test_scheduler_runs_with_repeated_timesteps_from_values():
 
 
 def test_degenerate_renoise_is_zero_in_float32():
+    """If this fails, eta = 0 still adds noise (the renoise std is not exactly 0), or the
+    renoise of an ordinary schedule is not finite."""
     sch = FlowScheduler(eta=0.0, shift=3.0)
     sch.set_timesteps(50)
-    assert (sch.schedule.call_noise_std == 0).all()
+    assert (sch.schedule.renoise == 0).all()
     sch = FlowScheduler(shift=3.0)
     sch.set_timesteps(50)
-    assert np.isfinite(sch.schedule.call_noise_std).all()
+    assert np.isfinite(sch.schedule.renoise).all()
+    assert (sch.schedule.renoise[:-1] > 0).all()
 
 
 def test_float32_state_and_model_dtype_output():
@@ -333,7 +336,8 @@ def test_no_nan_for_any_respacing_and_small_n():
         for n in (1, 2, 3, 10):
             sch = FlowScheduler(shift=3.0, shift_terminal=0.05, **extra)
             sch.set_timesteps(n)
-            tables = [sch.schedule.call_dt, sch.schedule.call_noise_std, sch.schedule.timesteps]
+            tab = sch.schedule
+            tables = [tab.sigmas_mid, tab.sigmas_down, tab.renoise, tab.scales, tab.timesteps]
             assert all(np.isfinite(t).all() for t in tables)
 
 
@@ -365,7 +369,11 @@ def test_deepcopy_and_pickle_mid_loop():
 
 
 def test_schedule_example_table():
+    """If this fails, the flow step levels are wrong: at eta = 0 step 1 -> 0.5 goes to
+    sigma_down = 0.5 through the log midpoint sqrt(0.5), and the last step is Euler to 0."""
     sch = make_flow_schedule(FlowConfig(eta=0.0), np.array([1.0, 0.5], np.float32))
-    # eta = 0: the midpoint of 1 -> 0.5 is sqrt(0.5)
-    assert sch.call_sigmas[1] == pytest.approx(math.sqrt(0.5))
-    assert sch.call_dt.tolist() == pytest.approx([math.sqrt(0.5) - 1, -0.5, -0.5])
+    assert sch.sigmas.tolist() == [1.0, 0.5, 0.0]
+    assert sch.sigmas_mid.tolist() == pytest.approx([math.sqrt(0.5), 0.0])
+    assert sch.sigmas_down.tolist() == [0.5, 0.0]
+    assert sch.call_sigmas.tolist() == pytest.approx([1.0, math.sqrt(0.5), 0.5])
+    assert (sch.renoise.tolist(), sch.scales.tolist()) == ([0.0, 0.0], [1.0, 1.0])

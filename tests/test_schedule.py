@@ -28,7 +28,7 @@ def test_tables_are_finite_and_well_formed(case):
     assert s.num_inference_steps == n
     assert s.timesteps.shape == (2 * n - 1,)
     assert s.sigmas.shape == (n + 1,)
-    for table in (s.timesteps, s.sigmas, s.sigmas_interpol, s.sigmas_up, s.sigmas_down):
+    for table in (s.timesteps, s.sigmas, s.sigmas_mid, s.sigmas_up, s.sigmas_down):
         assert np.isfinite(table).all()
     assert s.sigmas[-1] == 0.0
     assert np.isfinite(s.init_noise_sigma)
@@ -68,7 +68,7 @@ def test_squaredcos_small_n_is_finite():
     for n in range(1, 11):
         s = make_schedule({"beta_schedule": "squaredcos_cap_v2"}, n)
         assert np.isfinite(s.timesteps).all()
-        assert np.all(s.sigmas_interpol[:-1] > 0)
+        assert np.all(s.sigmas_mid[:-1] > 0)
     s = make_schedule({"beta_schedule": "squaredcos_cap_v2"}, 2)
     expected = s.sigmas[1] ** 2 / s.sigmas[0]
     assert s.sigmas_down[0] == pytest.approx(expected, rel=1e-12)

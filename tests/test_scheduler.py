@@ -342,7 +342,7 @@ def test_numpy_step_equals_the_python_float_arithmetic(dtype, model_dtype):
         eps = model(x / float(np.sqrt(sigma32 * sigma32 + np.float32(1)))).astype(dtype)
         if k % 2 == 0:
             start = x
-            x = x + (float(tab.sigmas_interpol[i]) - float(tab.sigmas[i])) * eps
+            x = x + (float(tab.sigmas_mid[i]) - float(tab.sigmas[i])) * eps
         else:
             x = start + (float(tab.sigmas_down[i]) - float(tab.sigmas[i])) * eps
             # drawn like the model output, by kdpm2.noise's dtype policy

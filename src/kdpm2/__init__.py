@@ -15,13 +15,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
-
+from ._loop import TimestepNotInScheduleError as TimestepNotInScheduleError
 from ._math import add_scaled as add_scaled
 from ._math import ancestral_split as ancestral_split
 from ._math import log_midpoint as log_midpoint
 from ._math import predict_x0 as predict_x0
 from ._math import to_d as to_d
+from ._version import __version__ as __version__
 from .config import FrozenConfig as FrozenConfig
 from .noise import BrownianTreeNoiseSampler as BrownianTreeNoiseSampler
 from .output import KDPM2AncestralDiscreteSchedulerOutput as KDPM2AncestralDiscreteSchedulerOutput
@@ -36,7 +36,6 @@ from .sampling import sample_dpm_2_ancestral_rf as sample_dpm_2_ancestral_rf
 from .schedule import Schedule as Schedule
 from .schedule import ScheduleConfig as ScheduleConfig
 from .schedule import make_schedule as make_schedule
-from .scheduler import TimestepNotInScheduleError as TimestepNotInScheduleError
 
 if TYPE_CHECKING:
     from .flow import (

@@ -6,13 +6,14 @@ Names follow Karras et al. 2022 (Algorithm 2) and k-diffusion. One step from ``s
     sigma_down, sigma_up = ancestral_split(sigma, sigma_next, eta)
     d = to_d(x, sigma, denoised)
     sigma_mid = log_midpoint(sigma, sigma_down)
-    x_2 = add_scaled(x, d, sigma_mid - sigma)              # Euler half-step to the midpoint
+    x_2 = euler_half_step(x, d, sigma, sigma_mid)          # x + (sigma_mid - sigma) d
     d_2 = to_d(x_2, sigma_mid, model(x_2, sigma_mid))
-    x = add_scaled(x, d_2, sigma_down - sigma)             # midpoint step from x
+    x = midpoint_step(x, d_2, sigma, sigma_down)           # x + (sigma_down - sigma) d_2
     x = add_scaled(x, noise, s_noise * sigma_up)           # fresh noise
 
-The scheduler class runs the same lines split over two model calls, with the step sizes read
-from :class:`kdpm2.Schedule`'s per-call tables; the functional sampler runs them as written.
+The scheduler classes run the same lines split over two model calls (:func:`euler_half_step`
+at a step's start, :func:`midpoint_step` at its midpoint), with the levels read from the
+schedule's per-step tables; the functional sampler runs them as written.
 Rectified-flow models (``x_s = (1 - s) * x0 + s * noise``) take the same deterministic part
 (:func:`dpm2_to`) to their own ``sigma_down``, then a rescale and fresh noise
 (:func:`flow_ancestral_split`, :func:`flow_dpm2_ancestral_step`).
@@ -41,9 +42,11 @@ __all__ = [
     "ancestral_split",
     "dpm2_ancestral_step",
     "dpm2_to",
+    "euler_half_step",
     "flow_ancestral_split",
     "flow_dpm2_ancestral_step",
     "log_midpoint",
+    "midpoint_step",
     "predict_x0",
     "to_d",
 ]
@@ -276,6 +279,36 @@ def dpm2_ancestral_step(
     return x
 
 
+def euler_half_step(x: A, d: A, sigma: SigmaLike, sigma_mid: SigmaLike) -> A:
+    """Move ``x`` from ``sigma`` to the midpoint along the slope ``d`` at ``sigma``.
+
+    The first half of a DPM-2 step (the Euler move to the midpoint in the second-order step of
+    Karras et al. 2022, Algorithm 2). On a step whose ``sigma_down`` is 0 the whole step is
+    this Euler move, with ``sigma_mid = 0``.
+
+    Examples
+    --------
+    >>> euler_half_step(np.array([3.0]), np.array([1.0]), 2.0, 1.5).tolist()
+    [2.5]
+    """
+    return add_scaled(x, d, sigma_mid - sigma)
+
+
+def midpoint_step(x: A, d_mid: A, sigma: SigmaLike, sigma_down: SigmaLike) -> A:
+    """Move ``x`` from ``sigma`` to ``sigma_down`` along the midpoint's slope ``d_mid``.
+
+    The second half of a DPM-2 step (Karras et al. 2022, Algorithm 2's second-order update in
+    its midpoint form, with ``sigma_down`` for the next level): ``x + (sigma_down - sigma)
+    d_mid``, from the step's start ``x``, not from the midpoint.
+
+    Examples
+    --------
+    >>> midpoint_step(np.array([3.0]), np.array([2.0]), 2.0, 1.0).tolist()
+    [1.0]
+    """
+    return add_scaled(x, d_mid, sigma_down - sigma)
+
+
 def dpm2_to(
     x: A, denoised: A, denoised_mid_fn: Callable[[A, Any], A], sigma: Any, sigma_down: Any
 ) -> A:
@@ -289,18 +322,18 @@ def dpm2_to(
     d = to_d(x, sigma, denoised)
     if _is_scalar(sigma_down):
         if sigma_down == 0:  # the last step: Euler to sigma_down = 0
-            return add_scaled(x, d, sigma_down - sigma)
+            return euler_half_step(x, d, sigma, sigma_down)
         sigma_mid = log_midpoint(sigma, sigma_down)
-        x_2 = add_scaled(x, d, sigma_mid - sigma)
+        x_2 = euler_half_step(x, d, sigma, sigma_mid)
         d_2 = to_d(x_2, sigma_mid, denoised_mid_fn(x_2, sigma_mid))
-        return add_scaled(x, d_2, sigma_down - sigma)
+        return midpoint_step(x, d_2, sigma, sigma_down)
     euler = _xp.like(sigma_down, x) <= 0
     # where the Euler branch is taken the midpoint is evaluated at sigma itself, so the
     # model never sees sigma = 0 and the unused branch stays finite
     sigma_mid = _xp.where(sigma_down <= 0, sigma, log_midpoint(sigma, sigma_down))
-    x_2 = add_scaled(x, d, sigma_mid - sigma)
+    x_2 = euler_half_step(x, d, sigma, sigma_mid)
     d_2 = to_d(x_2, sigma_mid, denoised_mid_fn(x_2, sigma_mid))
-    return add_scaled(x, _xp.where(append_dims(euler, x.ndim), d, d_2), sigma_down - sigma)
+    return midpoint_step(x, _xp.where(append_dims(euler, x.ndim), d, d_2), sigma, sigma_down)
 
 
 def flow_ancestral_split(sigma: Any, sigma_next: Any, eta: float = 1.0) -> tuple[Any, Any, Any]:

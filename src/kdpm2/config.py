@@ -198,7 +198,7 @@ class ConfigMixin:
 
     def to_json_string(self) -> str:
         """Serialise the config as diffusers does: sorted keys, indent 2, ``_class_name`` added."""
-        from . import __version__
+        from ._version import __version__
 
         data = {
             **_jsonable(dict(self.config)),

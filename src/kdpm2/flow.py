@@ -22,11 +22,12 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 import numpy as np
 
 from . import _math, _xp, noise
+from ._loop import SchedulerLoop, as_int, to_output
 from ._validate import a_type, check_array, check_int, positive, to_scalar, validate_flow_config
 from .config import register_to_config
 from .output import KDPM2AncestralDiscreteSchedulerOutput
-from .schedule import _beta_sigmas, _FrozenTables, _interleave, exponential_sigmas, karras_sigmas
-from .scheduler import SchedulerLoop, SchedulerMixin, _as_int, _is_first_half, _to_output
+from .schedule import FrozenTables, beta_sigmas, exponential_sigmas, interleave, karras_sigmas
+from .scheduler import SchedulerMixin
 
 if TYPE_CHECKING:
     import torch
@@ -151,37 +152,38 @@ def flow_sigmas(
         elif cfg.use_exponential_sigmas:
             s = exponential_sigmas(lo, hi, n)
         elif cfg.use_beta_sigmas:
-            s = _beta_sigmas(lo, hi, n)
+            s = beta_sigmas(lo, hi, n)
     return np.asarray(s).astype(np.float32), given_t
 
 
 @dataclass(frozen=True, slots=True)
-class FlowSchedule(_FrozenTables):
+class FlowSchedule(FrozenTables):
     """Pure float64 tables of a flow DPM2-ancestral schedule of ``N`` steps.
 
     Internal noise levels ``s`` are in the convention ``x_s = (1 - s) * x0 + s * noise``;
     with ``invert_sigmas`` only what is shown (``exposed_sigmas``, ``timesteps``) and the sign
-    of the velocity change. Per-call tables have one entry per model call (``2N - 1``; the
-    first half of step ``i`` at ``2i``, its midpoint at ``2i + 1``; the last step is one
-    Euler call). A call ``k`` turns the velocity ``v`` into ``prev = (start + v * call_dt[k])
-    * call_scale[k] + noise * call_noise_std[k]``, where ``start`` is the sample at the step's
-    first half.
+    of the velocity change (``velocity_sign``). Step ``i`` starts at ``sigmas[i]``, evaluates
+    the model again at ``sigmas_mid[i]``, moves to ``sigmas_down[i]``, and is multiplied by
+    ``scales[i]`` before ``renoise[i]`` of fresh noise brings it to ``sigmas[i + 1]``; the
+    last step is one Euler call to 0. ``timesteps`` has one entry per model call (``2N - 1``:
+    the first half of step ``i`` at ``2i``, its midpoint at ``2i + 1``).
     """
 
     num_inference_steps: int
     sigmas: np.ndarray  # (N + 1,) first-order noise levels, ending in 0
-    sigmas_down: np.ndarray  # (N,)
     sigmas_mid: np.ndarray  # (N,), 0 where sigma_down is
-    renoise: np.ndarray  # (N,)
-    scales: np.ndarray  # (N,)
+    sigmas_down: np.ndarray  # (N,)
+    renoise: np.ndarray  # (N,) std of the fresh noise (before s_noise)
+    scales: np.ndarray  # (N,) what the sample at sigma_down is multiplied by
     exposed_sigmas: np.ndarray  # (N + 1,) float32 values: diffusers' ``sigmas``
     timesteps: np.ndarray  # (2N - 1,) float32 values: the model's timesteps
-    call_sigmas: np.ndarray  # (2N - 1,) noise level of the sample the model sees
-    call_dt: np.ndarray  # (2N - 1,) the velocity's step size
-    call_scale: np.ndarray  # (2N - 1,)
-    call_noise_std: np.ndarray  # (2N - 1,)
-    call_x0: np.ndarray  # (2N - 1,) x0 = sample + call_x0 * v
+    velocity_sign: float  # -1.0 with invert_sigmas: the model's velocity points the other way
     timesteps_dtype: str = "float32"
+
+    @property
+    def call_sigmas(self) -> np.ndarray:
+        """The noise level of the sample at each model call, shape ``(2N - 1,)``."""
+        return interleave(self.sigmas[:-1], self.sigmas_mid[:-1])
 
 
 def make_flow_schedule(
@@ -212,40 +214,27 @@ def make_flow_schedule(
     s = np.append(s32.astype(np.float64), 0.0)
     down, renoise, scale = _math.flow_ancestral_split(s[:-1], s[1:], cfg.eta)
     mid = _math.log_midpoint(s[:-1], down)
-    n = len(s32)
-    call_sigmas = _interleave(s[:-1], mid[:-1])
-    # the first half moves to the midpoint (or, on the last step, Euler to sigma_down = 0)
-    dt_first = np.where(down > 0, mid, down) - s[:-1]
-    call_dt = _interleave(dt_first, (down - s[:-1])[:-1])
-    call_scale = _interleave(np.ones(n), scale[:-1])
-    call_noise_std = _interleave(np.zeros(n), renoise[:-1] * cfg.s_noise)
     mid32 = mid.astype(np.float32)
     if cfg.invert_sigmas:
         exposed = np.append(np.float32(1) - s32, np.float32(1))
         ts_first = (np.float32(1) - s32) * np.float32(t_train)
         ts_mid = (np.float32(1) - mid32) * np.float32(t_train)
-        sign = -1.0  # the model's velocity points the other way
     else:
         exposed = np.append(s32, np.float32(0))
         ts_first, ts_mid = s32 * np.float32(t_train), mid32 * np.float32(t_train)
-        sign = 1.0
     if given_timesteps is not None and not cfg.invert_sigmas:  # diffusers: inverted levels win
         ts_first = np.asarray(given_timesteps, np.float32)
-    timesteps = _interleave(ts_first.astype(np.float64), ts_mid[:-1].astype(np.float64))
+    timesteps = interleave(ts_first.astype(np.float64), ts_mid[:-1].astype(np.float64))
     return FlowSchedule(
-        num_inference_steps=n,
+        num_inference_steps=len(s32),
         sigmas=s,
-        sigmas_down=np.asarray(down),
         sigmas_mid=np.asarray(mid),
+        sigmas_down=np.asarray(down),
         renoise=np.asarray(renoise),
         scales=np.asarray(scale),
         exposed_sigmas=exposed.astype(np.float64),
         timesteps=timesteps,
-        call_sigmas=call_sigmas,
-        call_dt=sign * call_dt,
-        call_scale=call_scale,
-        call_noise_std=call_noise_std,
-        call_x0=-sign * call_sigmas,
+        velocity_sign=-1.0 if cfg.invert_sigmas else 1.0,
     )
 
 
@@ -383,7 +372,7 @@ class FlowMatchKDPM2AncestralSchedulerCore(SchedulerLoop):
         if num_inference_steps is not None:
             n = check_int(
                 "num_inference_steps",
-                _as_int(num_inference_steps),
+                as_int(num_inference_steps),
                 positive,
                 "an integer >= 1 (the number of denoising steps)",
             )
@@ -430,7 +419,7 @@ class FlowMatchKDPM2AncestralSchedulerCore(SchedulerLoop):
 
         The ``sigmas`` of diffusers' ``FlowMatchEulerDiscreteScheduler`` for the same arguments.
         """
-        return _to_output(self.schedule.exposed_sigmas, "float32")
+        return to_output(self.schedule.exposed_sigmas, "float32")
 
     @property
     def init_noise_sigma(self) -> float:
@@ -491,26 +480,32 @@ class FlowMatchKDPM2AncestralSchedulerCore(SchedulerLoop):
             A second half-step whose first half this scheduler did not take.
         """
         k = self._begin_step(timestep, model_output, sample, generator)
-        first_half = _is_first_half(k)
         x, v = _upcast(sample, model_output)
-        start = x if first_half else self.sample
         sch = self._schedule
         assert sch is not None  # built by _call_index
-        prev = _math.add_scaled(start, v, float(sch.call_dt[k]))
-        if not first_half:
-            scale, std = float(sch.call_scale[k]), float(sch.call_noise_std[k])
+        # Algorithm 2 over two calls, as in KDPM2AncestralDiscreteScheduler.step; the slope
+        # dx/ds of x_s = (1 - s) x0 + s noise is the velocity noise - x0
+        i, second_half = divmod(k, 2)
+        sigma, sigma_mid = float(sch.sigmas[i]), float(sch.sigmas_mid[i])
+        level = sigma_mid if second_half else sigma  # the noise level of `sample`
+        d = v if sch.velocity_sign > 0 else -v
+        if not second_half:
+            prev = _math.euler_half_step(x, d, sigma, sigma_mid)
+        else:
+            prev = _math.midpoint_step(self.sample, d, sigma, float(sch.sigmas_down[i]))
+            scale = float(sch.scales[i])
+            std = self.config["s_noise"] * float(sch.renoise[i])
             if scale != 1.0:
                 prev *= scale  # prev is a fresh array
-            if std > 0.0:
+            if std > 0.0:  # no draw at eta = 0
                 prev = _math.add_scaled(prev, noise.draw(prev, generator), std, in_place=True)
-        self.sample = x if first_half else None
+        self.sample = None if second_half else x
         self._step_index = k + 1
         out = _cast(prev, model_output.dtype)
         if not return_dict:
             return (out,)
-        coeff = float(sch.call_x0[k])
         return KDPM2AncestralDiscreteSchedulerOutput.deferred(
-            out, lambda: _cast(_math.add_scaled(x, v, coeff), model_output.dtype)
+            out, lambda: _cast(_math.add_scaled(x, d, -level), model_output.dtype)
         )
 
     def scale_noise(self, sample: Any, timestep: Any, noise: Any) -> Any:

@@ -31,13 +31,16 @@ __all__ = [
     "PREDICTION_TYPES",
     "TIMESTEP_SPACINGS",
     "BetaSchedule",
+    "FrozenTables",
     "PredictionType",
     "Schedule",
     "ScheduleConfig",
     "TimestepSpacing",
     "TrainSchedule",
     "ancestral_split_table",
+    "beta_sigmas",
     "exponential_sigmas",
+    "interleave",
     "karras_sigmas",
     "make_schedule",
     "make_train_schedule",
@@ -111,7 +114,7 @@ def _readonly(a: np.ndarray) -> np.ndarray:
     return a
 
 
-class _FrozenTables:
+class FrozenTables:
     """Mixin for the table records: arrays stay read-only through copies and pickles."""
 
     __slots__ = ()
@@ -128,7 +131,7 @@ class _FrozenTables:
 
 
 @dataclass(frozen=True, slots=True)
-class TrainSchedule(_FrozenTables):
+class TrainSchedule(FrozenTables):
     """The training-time noise schedule (one entry per training timestep).
 
     Attributes
@@ -148,14 +151,14 @@ class TrainSchedule(_FrozenTables):
 
 
 @dataclass(frozen=True, slots=True)
-class Schedule(_FrozenTables):
+class Schedule(FrozenTables):
     """The tables one sampling run reads, for ``N = num_inference_steps`` steps.
 
     Step ``i`` (``0 <= i < N``) starts at ``sigmas[i]``, evaluates the model again at the log
-    midpoint ``sigmas_interpol[i]`` and lands at ``sigmas_down[i]`` before ``sigmas_up[i]`` of
+    midpoint ``sigmas_mid[i]`` and lands at ``sigmas_down[i]`` before ``sigmas_up[i]`` of
     fresh noise brings it to ``sigmas[i + 1]``. The last step is a single Euler step to 0
-    (``sigmas_interpol[N - 1] == 0``). All arrays are read-only float64; sigmas follow the
-    variance-exploding convention (``x_t = x_0 + sigma * noise``).
+    (``sigmas_mid[N - 1] == sigmas_down[N - 1] == 0``). All arrays are read-only float64;
+    sigmas follow the variance-exploding convention (``x_t = x_0 + sigma * noise``).
 
     Attributes
     ----------
@@ -168,22 +171,12 @@ class Schedule(_FrozenTables):
         ``"float32"`` or ``"float64"``: the dtype diffusers gives its timesteps for this config.
     sigmas : numpy.ndarray
         Shape ``(N + 1,)``, the noise level at the start of each step, then ``0``.
-    sigmas_interpol, sigmas_up, sigmas_down : numpy.ndarray
-        Shape ``(N,)``, per step.
-    call_sigmas : numpy.ndarray
-        Shape ``(2N - 1,)``: the noise level of the model input at each call (``sigmas[i]`` at
-        a first half, ``sigmas_interpol[i]`` at a second half).
-    call_scales : numpy.ndarray
-        Shape ``(2N - 1,)``: what ``scale_model_input`` divides by at each call,
-        ``sqrt(call_sigmas**2 + 1)`` rounded as diffusers rounds it (float32).
-    call_dt : numpy.ndarray
-        Shape ``(2N - 1,)``: the step size of the update each call ends with. Both halves of
-        step ``i`` start from the step's sample at ``sigmas[i]``: a first half moves to the
-        midpoint (``sigmas_interpol[i] - sigmas[i]``), a second half to ``sigma_down``
-        (``sigmas_down[i] - sigmas[i]``).
-    call_noise_std : numpy.ndarray
-        Shape ``(2N - 1,)``: the std of the fresh noise added after each call's update,
-        ``s_noise * sigmas_up[i]`` after a second half, 0 after a first half.
+    sigmas_mid, sigmas_up, sigmas_down : numpy.ndarray
+        Shape ``(N,)``, per step (diffusers calls the midpoints ``sigmas_interpol``).
+    input_scales : numpy.ndarray
+        Shape ``(N, 2)``: what ``scale_model_input`` divides by at the start of step ``i``
+        (``[i, 0]``) and at its midpoint (``[i, 1]``), ``sqrt(sigma**2 + 1)`` rounded as
+        diffusers rounds it (float32).
     init_noise_sigma : float
         Standard deviation of the initial noise.
     """
@@ -192,14 +185,19 @@ class Schedule(_FrozenTables):
     timesteps: np.ndarray
     timesteps_dtype: str
     sigmas: np.ndarray
-    sigmas_interpol: np.ndarray
+    sigmas_mid: np.ndarray
     sigmas_up: np.ndarray
     sigmas_down: np.ndarray
-    call_sigmas: np.ndarray
-    call_scales: np.ndarray
-    call_dt: np.ndarray
-    call_noise_std: np.ndarray
+    input_scales: np.ndarray
     init_noise_sigma: float
+
+    @property
+    def call_sigmas(self) -> np.ndarray:
+        """The noise level of the sample at each model call, shape ``(2N - 1,)``.
+
+        ``sigmas[i]`` at call ``2i`` (a step's start), ``sigmas_mid[i]`` at call ``2i + 1``.
+        """
+        return interleave(self.sigmas[:-1], self.sigmas_mid[:-1])
 
     def expanded(self, table: np.ndarray) -> np.ndarray:
         """Repeat a per-step table the way diffusers lays out its ``sigmas`` attribute.
@@ -403,8 +401,12 @@ def exponential_sigmas(sigma_min: float, sigma_max: float, n: int) -> np.ndarray
     return np.exp(np.linspace(math.log(sigma_max), math.log(sigma_min), n))
 
 
-def _beta_sigmas(sigma_min: float, sigma_max: float, n: int, a: float = 0.6) -> np.ndarray:
-    # Lee et al. 2024, "Beta Sampling is All You Need": Beta(0.6, 0.6) quantiles of the range
+def beta_sigmas(sigma_min: float, sigma_max: float, n: int, a: float = 0.6) -> np.ndarray:
+    """Return ``n`` sigmas from ``sigma_max`` down to ``sigma_min`` at Beta(a, a) quantiles.
+
+    Lee et al. 2024, "Beta Sampling is All You Need" (diffusers' ``use_beta_sigmas``); needs
+    scipy.
+    """
     try:
         from scipy.special import betaincinv
     except ImportError as e:  # pragma: no cover - exercised only without scipy
@@ -520,7 +522,7 @@ def make_schedule(
     kind = next((k for k, on in respace.items() if on), None)
     if kind is not None:
         lo, hi = float(sigmas[-1]), float(sigmas[0])
-        build = {"karras": karras_sigmas, "exponential": exponential_sigmas, "beta": _beta_sigmas}
+        build = {"karras": karras_sigmas, "exponential": exponential_sigmas, "beta": beta_sigmas}
         sigmas = build[kind](lo, hi, n_build)
         timesteps = sigma_to_t(sigmas, train.log_sigmas)
         if kind == "karras":
@@ -533,23 +535,19 @@ def make_schedule(
         sigmas = sigmas[:-1]
     # mirrors diffusers' set_timesteps: the step tables are derived from float32 sigmas
     base = np.concatenate([sigmas, [0.0]]).astype(_F32).astype(np.float64)
-    n = len(base) - 1
     down, up = ancestral_split_table(base[:-1], base[1:], float(cfg.eta))
     down[-1] = up[-1] = 0.0  # the last step is a plain Euler step to sigma = 0
     # mirrors diffusers' set_timesteps: the log midpoint in float32
     with np.errstate(divide="ignore", invalid="ignore"):
-        interp = _math.log_midpoint(base[:-1].astype(_F32), down.astype(_F32)).astype(np.float64)
-    interp[-1] = 0.0
-    t_interp = sigma_to_t(interp[:-1], train.log_sigmas, float32=True)
+        mid = _math.log_midpoint(base[:-1].astype(_F32), down.astype(_F32)).astype(np.float64)
+    mid[-1] = 0.0
+    t_mid = sigma_to_t(mid[:-1], train.log_sigmas, float32=True)
     if timesteps_dtype == "float32":
-        t_interp = t_interp.astype(_F32)
-    ts = _interleave(timesteps.astype(np.float64), t_interp.astype(np.float64))
-    call_sigmas = _interleave(base[:-1], interp[:-1])
+        t_mid = t_mid.astype(_F32)
+    ts = interleave(timesteps.astype(np.float64), t_mid.astype(np.float64))
     # mirrors diffusers' scale_model_input: (sigma**2 + 1) ** 0.5 of a float32 sigma, in float32
-    c32 = call_sigmas.astype(_F32)
-    call_scales = np.sqrt(c32 * c32 + _F32(1))
-    call_dt = _interleave(interp - base[:-1], down[:-1] - base[:-2])
-    call_noise_std = _interleave(np.zeros(n), up[:-1] * float(cfg.s_noise))
+    levels = np.stack([base[:-1], mid], axis=1).astype(_F32)
+    input_scales = np.sqrt(levels * levels + _F32(1))
     smax = _F32(base.max())
     if cfg.timestep_spacing == "leading":
         # mirrors diffusers' init_noise_sigma: (max**2 + 1) ** 0.5 on a float32 tensor
@@ -557,23 +555,20 @@ def make_schedule(
     else:
         init = float(smax)
     return Schedule(
-        num_inference_steps=n,
+        num_inference_steps=len(base) - 1,
         timesteps=_readonly(ts),
         timesteps_dtype=timesteps_dtype,
         sigmas=_readonly(base),
-        sigmas_interpol=_readonly(interp),
+        sigmas_mid=_readonly(mid),
         sigmas_up=_readonly(up),
         sigmas_down=_readonly(down),
-        call_sigmas=_readonly(call_sigmas),
-        call_scales=_readonly(call_scales),
-        call_dt=_readonly(call_dt),
-        call_noise_std=_readonly(call_noise_std),
+        input_scales=_readonly(input_scales),
         init_noise_sigma=init,
     )
 
 
-def _interleave(at_steps: np.ndarray, at_midpoints: np.ndarray) -> np.ndarray:
-    """Lay out per-step values in call order: ``[s_0, m_0, s_1, m_1, ..., s_last]``.
+def interleave(at_steps: np.ndarray, at_midpoints: np.ndarray) -> np.ndarray:
+    """Lay out per-step values in model-call order: ``[s_0, m_0, s_1, m_1, ..., s_last]``.
 
     ``at_steps`` has one value per step (``N``), ``at_midpoints`` one per second half
     (``N - 1``: the last step is a single call).

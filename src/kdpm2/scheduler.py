@@ -15,13 +15,11 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 
 from . import _math, _xp, noise
+from ._loop import SchedulerLoop, TimestepNotInScheduleError, as_int, to_output
 from ._validate import (
-    a_type,
     check_array,
     check_int,
-    check_step_inputs,
     positive,
-    timestep_value,
     validate_config,
 )
 from .config import ConfigMixin, register_to_config
@@ -65,247 +63,6 @@ COMPATIBLES = [
     "DPMSolverSDEScheduler",
     "EDMEulerScheduler",
 ]
-
-
-class TimestepNotInScheduleError(ValueError, IndexError):
-    """A timestep handed to the scheduler is not one of ``scheduler.timesteps``.
-
-    Subclasses both ``ValueError`` (it is bad input) and ``IndexError`` (what diffusers raises).
-    """
-
-
-def _as_int(value: Any) -> Any:
-    """Read a 0-d integer tensor as a Python int (diffusers accepts one); anything else as is."""
-    if _xp.is_torch(value) and value.ndim == 0 and not value.is_floating_point():
-        return int(value)
-    return value
-
-
-def _to_output(values: np.ndarray, dtype: str, device: Any = None) -> Any:
-    """Return a host table as the scheduler shows it: a tensor once torch is in use, else NumPy."""
-    torch = _xp.torch_module()
-    if torch is None and (device is None or str(device) == "cpu"):
-        return values.astype(dtype)
-    if torch is None:
-        try:
-            import torch  # a device was asked for: the caller uses torch
-        except ImportError:
-            raise ImportError(
-                f"device={device!r} needs torch; install it, or leave device out (or 'cpu') "
-                "for NumPy arrays."
-            ) from None
-    out = torch.from_numpy(values.astype(dtype))
-    return out if device is None else out.to(device)
-
-
-class SchedulerLoop:
-    """The loop state every kdpm2 scheduler shares: where a sampling loop stands.
-
-    Two model calls per step, interleaved in ``timesteps`` (the first half of a step at an
-    even index). State: the schedule (``_schedule``, replaced whole by ``set_timesteps``; any
-    object with host tables ``timesteps`` and ``call_dt``, one entry per model call, a
-    ``timesteps_dtype`` and ``num_inference_steps``), the output form of its timesteps
-    (``_timesteps``: the tensor a loop iterates, kept so that its elements are recognised
-    without reading their values, i.e. without a device sync), the step index, the begin
-    index, and ``sample``, the sample kept between the two halves of a step. A subclass
-    supplies ``config`` and :meth:`_default_schedule`.
-    """
-
-    order: ClassVar[int] = 2
-
-    def _reset_loop(self) -> None:
-        self._schedule: Any = None
-        self._timesteps: Any = None
-        self._step_index: int | None = None
-        self._begin_index: int | None = None
-        #: The sample at the start of the current step, kept between its two halves.
-        self.sample: Any = None
-
-    def _default_schedule(self) -> Any:
-        """Return the schedule to use before ``set_timesteps`` (built on first use)."""
-        raise NotImplementedError
-
-    if TYPE_CHECKING:
-
-        @property
-        def config(self) -> Any:
-            """The constructor's arguments (supplied by the config machinery)."""
-
-    def _use(self, schedule: Any, device: Any) -> None:
-        """Switch to ``schedule`` and reset the loop state (after it is built: no half state)."""
-        timesteps = _to_output(schedule.timesteps, schedule.timesteps_dtype, device)
-        self._schedule, self._timesteps = schedule, timesteps
-        self._step_index = self._begin_index = None
-        self.sample = None
-
-    @property
-    def schedule(self) -> Any:
-        """The pure float64 tables behind the current schedule.
-
-        Before ``set_timesteps``, the schedule the matching diffusers class builds in its
-        constructor (built here on first use).
-        """
-        if self._schedule is None:
-            self._use(self._default_schedule(), None)
-        return self._schedule
-
-    @property
-    def num_inference_steps(self) -> int:
-        """``N``, the number of steps of the current schedule."""
-        return self.schedule.num_inference_steps
-
-    @property
-    def timesteps(self) -> Any:
-        """Training-time timestep of each model call, shape ``(2N - 1,)``.
-
-        A torch tensor (on the ``device`` given to ``set_timesteps``) when torch is in use,
-        else a NumPy array, of the dtype the matching diffusers class uses.
-        """
-        self.schedule  # noqa: B018 - builds the default schedule on first use
-        return self._timesteps
-
-    @property
-    def step_index(self) -> int | None:
-        """Index of the next model call in ``timesteps``; ``None`` before the first call."""
-        return self._step_index
-
-    @property
-    def begin_index(self) -> int | None:
-        """Index the loop starts at, if set with :meth:`set_begin_index`."""
-        return self._begin_index
-
-    def set_begin_index(self, begin_index: int = 0) -> None:
-        """Start the next loop at ``timesteps[begin_index]`` (img2img: ``2 * k`` skips ``k`` steps).
-
-        Raises
-        ------
-        ValueError
-            ``begin_index`` is not an index of ``timesteps``.
-        """
-        n = len(self.schedule.timesteps)
-        self._begin_index = check_int(
-            "begin_index",
-            begin_index,
-            lambda v: 0 <= v < n,
-            f"an integer in [0, {n - 1}] (an index of scheduler.timesteps)",
-        )
-
-    @property
-    def state_in_first_order(self) -> bool:
-        """Whether the next call is the first (Euler) half of a step; the phase of the loop."""
-        return _is_first_half(self._step_index or 0)
-
-    def index_for_timestep(self, timestep: Any, schedule_timesteps: Any = None) -> int:
-        """Return the index of ``timestep`` in the schedule: its first match at a step start.
-
-        With ``eta = 1`` a midpoint's timestep equals the next step's (the log midpoint of
-        ``sigma`` and ``sigma_next**2 / sigma`` is ``sigma_next``), so a value can occur twice;
-        a loop can only start at the first half of a step (an even index), so the first even
-        match is taken. diffusers takes the second match, which is the same index except when
-        the first timestep itself repeats (``squaredcos_cap_v2`` with Karras sigmas), where
-        diffusers skips ahead and then steps past the end of its schedule.
-
-        Raises
-        ------
-        TimestepNotInScheduleError
-            ``timestep`` is not in the schedule.
-        """
-        if schedule_timesteps is None:
-            table = self.schedule.timesteps
-        else:
-            if _xp.is_torch(schedule_timesteps):
-                schedule_timesteps = schedule_timesteps.detach().cpu()
-            table = np.asarray(schedule_timesteps, dtype=np.float64)
-        value = timestep_value(timestep)
-        hits = np.flatnonzero(table == value)
-        if len(hits) == 0:
-            raise TimestepNotInScheduleError(
-                f"timestep {value!r} is not in scheduler.timesteps ({len(table)} values, "
-                f"{float(table[0])!r} ... {float(table[-1])!r}). Pass a value from "
-                "scheduler.timesteps, or call set_begin_index() to start mid-schedule."
-            )
-        even = hits[hits % 2 == 0]
-        return int(even[0] if len(even) else hits[0])
-
-    def _start_index(self, timestep: Any) -> int:
-        """Index of a loop's first call: the first even match of ``timestep``'s value.
-
-        When ``timestep`` is the first element of this scheduler's own ``timesteps`` tensor
-        (what iterating over it yields: a view), it is recognised from the view's storage
-        offset, with no read of its value, so a loop on an accelerator needs no host-device
-        sync even at its start (a GPU property: the read would be a sync).
-        """
-        ts = self._timesteps
-        if (
-            getattr(timestep, "_base", None) is ts
-            and timestep.ndim == 0
-            and timestep.storage_offset() == ts.storage_offset()
-        ):
-            return 0
-        return self.index_for_timestep(timestep)
-
-    def _call_index(self, timestep: Any, method: str) -> int:
-        """Index of this model call in ``timesteps`` (a loop's start is found on its first call)."""
-        steps = (self._schedule or self.schedule).call_dt
-        k = self._step_index
-        if k is None:
-            k = self._begin_index if self._begin_index is not None else self._start_index(timestep)
-        if k >= len(steps):
-            raise IndexError(
-                f"{method}() was called after the last timestep (all {len(steps)} calls of the "
-                f"{self.num_inference_steps}-step schedule are done); call set_timesteps() to "
-                "start a new loop."
-            )
-        return k
-
-    def _begin_step(self, timestep: Any, model_output: Any, sample: Any, generator: Any) -> int:
-        """Return the index of this ``step`` call after checking its inputs (no state change).
-
-        Raises for a call after the loop's end, a first timestep not in the schedule, bad
-        inputs, and a second half whose first half this scheduler did not take.
-        """
-        k = self._call_index(timestep, "step")
-        check_step_inputs(model_output, sample, generator)
-        if not _is_first_half(k) and self.sample is None:
-            raise RuntimeError(
-                f"step() at index {k} is the second half of a DPM2 step but the first half "
-                "was not taken by this scheduler; start loops at an even index "
-                "(set_begin_index(2 * k))."
-            )
-        return k
-
-    def _noising_indices(
-        self, samples_name: str, samples: Any, noise: Any, timesteps_name: str, timesteps: Any
-    ) -> list[int]:
-        """Check a noising call's arguments; return the call index whose level each sample gets.
-
-        Without a begin index each timestep is looked up by value (a step start); after
-        ``set_begin_index`` the loop's current index applies (img2img before the first step,
-        inpainting after each), as diffusers picks it.
-        """
-        torch_in = check_array(samples_name, samples)
-        if check_array("noise", noise) != torch_in or noise.shape != samples.shape:
-            raise ValueError(
-                f"noise is {a_type(noise)} of shape {tuple(noise.shape)} but "
-                f"{samples_name} {a_type(samples)} of shape "
-                f"{tuple(samples.shape)}; they must be of one kind and shape."
-            )
-        count = int(np.prod(getattr(timesteps, "shape", ()) or (1,)))
-        batch = samples.shape[0] if samples.ndim else 1
-        if count not in (1, batch):
-            raise ValueError(
-                f"{timesteps_name} has {count} values but {samples_name} has {batch} samples; "
-                "pass one timestep, or one per sample."
-            )
-        self.schedule  # noqa: B018 - builds the default schedule on first use
-        if self._begin_index is None:
-            ts = timesteps.detach().cpu().numpy() if _xp.is_torch(timesteps) else timesteps
-            return [self.index_for_timestep(float(t)) for t in np.atleast_1d(np.asarray(ts))]
-        k = self._step_index if self._step_index is not None else self._begin_index
-        return [k] * count
-
-    def __len__(self) -> int:
-        return self.config["num_train_timesteps"]
 
 
 class KDPM2AncestralSchedulerCore(SchedulerLoop):
@@ -381,14 +138,14 @@ class KDPM2AncestralSchedulerCore(SchedulerLoop):
         """
         n = check_int(
             "num_inference_steps",
-            _as_int(num_inference_steps),
+            as_int(num_inference_steps),
             positive,
             "an integer >= 1 (the number of denoising steps)",
         )
         t_train = self.config["num_train_timesteps"]
         if num_train_timesteps is not None:
             t_train = check_int(
-                "num_train_timesteps", _as_int(num_train_timesteps), positive, "an integer >= 1"
+                "num_train_timesteps", as_int(num_train_timesteps), positive, "an integer >= 1"
             )
         spacing = self.config["timestep_spacing"]
         n_built = n + 1 if self.config["discard_penultimate_sigma"] else n
@@ -401,7 +158,7 @@ class KDPM2AncestralSchedulerCore(SchedulerLoop):
         self._use(make_schedule(self.config, int(n), int(t_train)), device)
 
     def _table(self, values: np.ndarray, dtype: str = "float32") -> Any:
-        return _to_output(self.schedule.expanded(values), dtype)
+        return to_output(self.schedule.expanded(values), dtype)
 
     def _default_schedule(self) -> Schedule:
         # the num_train_timesteps-step schedule diffusers builds in its constructor
@@ -425,7 +182,7 @@ class KDPM2AncestralSchedulerCore(SchedulerLoop):
     @property
     def sigmas_interpol(self) -> Any:
         """Midpoint sigmas laid out per model call as diffusers does, shape ``(2N + 2,)``."""
-        return self._table(np.append(self.schedule.sigmas_interpol, 0.0))
+        return self._table(np.append(self.schedule.sigmas_mid, 0.0))
 
     @property
     def sigmas_up(self) -> Any:
@@ -445,23 +202,23 @@ class KDPM2AncestralSchedulerCore(SchedulerLoop):
     @property
     def betas(self) -> Any:
         """Training betas, shape ``(T,)``, float32."""
-        return _to_output(train_schedule_from_config(self.config).betas, "float32")
+        return to_output(train_schedule_from_config(self.config).betas, "float32")
 
     @property
     def alphas(self) -> Any:
         """``1 - betas``, shape ``(T,)``, float32."""
         betas = train_schedule_from_config(self.config).betas.astype(np.float32)
-        return _to_output(np.float32(1) - betas, "float32")
+        return to_output(np.float32(1) - betas, "float32")
 
     @property
     def alphas_cumprod(self) -> Any:
         """Cumulative products of ``1 - betas``, shape ``(T,)``, float32."""
-        return _to_output(train_schedule_from_config(self.config).alphas_cumprod, "float32")
+        return to_output(train_schedule_from_config(self.config).alphas_cumprod, "float32")
 
     @property
     def log_sigmas(self) -> Any:
         """``log`` of the training sigmas, shape ``(T,)``, float32."""
-        return _to_output(train_schedule_from_config(self.config).log_sigmas, "float32")
+        return to_output(train_schedule_from_config(self.config).log_sigmas, "float32")
 
     # ----------------------------------------------------------------------- the loop
     def scale_model_input(self, sample: Any, timestep: float | Any) -> Any:
@@ -484,7 +241,8 @@ class KDPM2AncestralSchedulerCore(SchedulerLoop):
         if not isinstance(sample, np.ndarray) and not _xp.is_torch(sample):
             check_array("sample", sample)  # raises, naming what was given
         k = self._step_index = self._call_index(timestep, "scale_model_input")
-        return sample / float(self._schedule.call_scales[k])
+        i, second_half = divmod(k, 2)
+        return sample / float(self._schedule.input_scales[i, second_half])
 
     def step(
         self,
@@ -532,33 +290,40 @@ class KDPM2AncestralSchedulerCore(SchedulerLoop):
         if isinstance(sample, np.ndarray) and model_output.dtype != sample.dtype:
             # NumPy: the sample's dtype wins (on tensors the arithmetic promotes, as diffusers)
             model_output = model_output.astype(sample.dtype)
-        first_half = _is_first_half(k)
-        start = sample if first_half else self.sample
         sch = self._schedule
         assert sch is not None  # built by _call_index
-        sigma = float(sch.call_sigmas[k])
+        # Algorithm 2 over two calls: call 2i starts step i at sigma (an Euler half-step to the
+        # log midpoint), call 2i + 1 evaluates the model there (the midpoint step from the
+        # step's start to sigma_down, then fresh noise). The last step is one Euler call to 0.
+        i, second_half = divmod(k, 2)
+        sigma, sigma_mid = float(sch.sigmas[i]), float(sch.sigmas_mid[i])
+        level = sigma_mid if second_half else sigma  # the noise level of `sample`
         prediction_type = self.config["prediction_type"]
-        if prediction_type == "epsilon":  # the slope (x - x0) / sigma is the model output
+        if prediction_type == "epsilon":  # d = (x - x0) / sigma is the predicted noise itself
             x0, d = None, model_output
         else:
-            x0 = _math.predict_x0(model_output, sample, sigma, prediction_type)
-            d = _math.to_d(sample, sigma, x0)
-        prev = _math.add_scaled(start, d, float(sch.call_dt[k]))
-        if not first_half:  # fresh noise, drawn even when its std is 0 (the generator advances)
+            x0 = _math.predict_x0(model_output, sample, level, prediction_type)
+            d = _math.to_d(sample, level, x0)
+        if not second_half:
+            prev = _math.euler_half_step(sample, d, sigma, sigma_mid)
+        else:
+            prev = _math.midpoint_step(self.sample, d, sigma, float(sch.sigmas_down[i]))
+            # drawn even when its std is 0, as diffusers draws it (the generator advances)
             fresh = noise.draw(model_output, generator)
-            prev = _math.add_scaled(prev, fresh, float(sch.call_noise_std[k]), in_place=True)
-        self.sample = sample if first_half else None
+            std = self.config["s_noise"] * float(sch.sigmas_up[i])
+            prev = _math.add_scaled(prev, fresh, std, in_place=True)
+        self.sample = None if second_half else sample
         self._step_index = k + 1
         if x0 is not None:
             return (
                 (prev, x0) if not return_dict else KDPM2AncestralDiscreteSchedulerOutput(prev, x0)
             )
         if not return_dict:
-            return prev, _math.predict_x0(model_output, sample, sigma, prediction_type)
+            return prev, _math.predict_x0(model_output, sample, level, prediction_type)
         # x0 only if read (the inputs must not be changed in place before then, as for the
         # sample kept between the halves): see KDPM2AncestralDiscreteSchedulerOutput.deferred
         return KDPM2AncestralDiscreteSchedulerOutput.deferred(
-            prev, lambda: _math.predict_x0(model_output, sample, sigma, prediction_type)
+            prev, lambda: _math.predict_x0(model_output, sample, level, prediction_type)
         )
 
     def add_noise(self, original_samples: Any, noise: Any, timesteps: Any) -> Any:
@@ -586,11 +351,6 @@ class KDPM2AncestralSchedulerCore(SchedulerLoop):
         sigma = sch.expanded(sch.sigmas).astype(np.float32)[idx]
         sigma = _xp.append_dims(_xp.like(sigma, original_samples), original_samples.ndim)
         return original_samples + noise * sigma
-
-
-def _is_first_half(k: int) -> bool:
-    """Whether model call ``k`` is the first (Euler) half of its step: the loop's one phase rule."""
-    return k % 2 == 0
 
 
 class SchedulerMixin(ConfigMixin):
