@@ -1,7 +1,7 @@
 """Pure DPM-Solver-2 ancestral step math on NumPy arrays or torch tensors: written once.
 
 Names follow Karras et al. 2022 (Algorithm 2) and k-diffusion. One step from ``sigma`` to
-``sigma_next`` (:func:`dpm2_ancestral_step`) reads as the paper does::
+``sigma_next`` (:func:`dpm2_ancestral_step_unchecked`) reads as the paper does::
 
     sigma_down, sigma_up = ancestral_split(sigma, sigma_next, eta)
     d = to_d(x, sigma, denoised)
@@ -15,8 +15,8 @@ The scheduler classes run the same lines split over two model calls (:func:`eule
 at a step's start, :func:`midpoint_step` at its midpoint), with the levels read from the
 schedule's per-step tables; the functional sampler runs them as written.
 Rectified-flow models (``x_s = (1 - s) * x0 + s * noise``) take the same deterministic part
-(:func:`dpm2_to`) to their own ``sigma_down``, then a rescale and fresh noise
-(:func:`flow_ancestral_split`, :func:`flow_dpm2_ancestral_step`).
+(:func:`dpm2_solve_to`) to their own ``sigma_down``, then a rescale and fresh noise
+(:func:`flow_ancestral_split`, :func:`flow_dpm2_ancestral_step_unchecked`).
 
 Every function works for NumPy and torch alike, returns the type of ``x`` it was given, and
 accepts each noise level as a Python float, a 0-d array (computed in its own dtype, as
@@ -40,11 +40,11 @@ from ._xp import A, SigmaLike, append_dims
 __all__ = [
     "add_scaled",
     "ancestral_split",
-    "dpm2_ancestral_step",
-    "dpm2_to",
+    "dpm2_ancestral_step_unchecked",
+    "dpm2_solve_to",
     "euler_half_step",
     "flow_ancestral_split",
-    "flow_dpm2_ancestral_step",
+    "flow_dpm2_ancestral_step_unchecked",
     "log_midpoint",
     "midpoint_step",
     "predict_x0",
@@ -56,7 +56,7 @@ def _is_scalar(value: Any) -> bool:
     return isinstance(value, float) or getattr(value, "ndim", 0) == 0
 
 
-def _sig(sigma: SigmaLike, x: Any) -> Any:
+def _level_like(sigma: SigmaLike, x: Any) -> Any:
     """Broadcast a noise level over ``x``.
 
     A scalar becomes a Python float (the sample's dtype wins, and torch reads it without a
@@ -153,7 +153,7 @@ def to_d(x: A, sigma: SigmaLike, denoised: A) -> A:
     >>> to_d(np.array([3.0]), 2.0, np.array([1.0])).tolist()
     [1.0]
     """
-    return (x - denoised) / _sig(sigma, x)
+    return (x - denoised) / _level_like(sigma, x)
 
 
 def add_scaled(x: A, y: A, a: SigmaLike, *, in_place: bool = False) -> A:
@@ -180,7 +180,7 @@ def add_scaled(x: A, y: A, a: SigmaLike, *, in_place: bool = False) -> A:
     >>> add_scaled(np.array([1.0, 2.0]), np.array([2.0, 2.0]), 0.5).tolist()
     [2.0, 3.0]
     """
-    scale = _sig(a, x)
+    scale = _level_like(a, x)
     if in_place:
         if isinstance(x, np.ndarray) or not isinstance(scale, float):
             x += y * scale
@@ -213,7 +213,7 @@ def predict_x0(model_output: A, sample: A, sigma: SigmaLike, prediction_type: st
         return model_output
     if prediction_type == "epsilon":
         return add_scaled(sample, model_output, -sigma)
-    s = _sig(sigma, sample)
+    s = _level_like(sigma, sample)
     if prediction_type == "v_prediction":
         return model_output * (-s / (s**2 + 1) ** 0.5) + sample / (s**2 + 1)
     raise ValueError(
@@ -222,7 +222,7 @@ def predict_x0(model_output: A, sample: A, sigma: SigmaLike, prediction_type: st
     )
 
 
-def dpm2_ancestral_step(
+def dpm2_ancestral_step_unchecked(
     x: A,
     denoised: A,
     denoised_mid_fn: Callable[[A, Any], A],
@@ -269,11 +269,11 @@ def dpm2_ancestral_step(
     no second model call (:func:`kdpm2.dpm2_ancestral_step` shows a per-sample step):
 
     >>> x = np.array([[3.0]])
-    >>> dpm2_ancestral_step(x, x * 0 + 1.0, None, 2.0, 0.0, None).tolist()
+    >>> dpm2_ancestral_step_unchecked(x, x * 0 + 1.0, None, 2.0, 0.0, None).tolist()
     [[1.0]]
     """
     sigma_down, sigma_up = ancestral_split(sigma, sigma_next, eta)
-    x = dpm2_to(x, denoised, denoised_mid_fn, sigma, sigma_down)
+    x = dpm2_solve_to(x, denoised, denoised_mid_fn, sigma, sigma_down)
     if noise is not None:
         x = add_scaled(x, noise, sigma_up * s_noise)
     return x
@@ -309,7 +309,7 @@ def midpoint_step(x: A, d_mid: A, sigma: SigmaLike, sigma_down: SigmaLike) -> A:
     return add_scaled(x, d_mid, sigma_down - sigma)
 
 
-def dpm2_to(
+def dpm2_solve_to(
     x: A, denoised: A, denoised_mid_fn: Callable[[A, Any], A], sigma: Any, sigma_down: Any
 ) -> A:
     """Take a step's deterministic part: DPM-Solver-2 from ``sigma`` to ``sigma_down``.
@@ -390,7 +390,7 @@ def flow_ancestral_split(sigma: Any, sigma_next: Any, eta: float = 1.0) -> tuple
     return down, renoise, scale
 
 
-def flow_dpm2_ancestral_step(
+def flow_dpm2_ancestral_step_unchecked(
     x: A,
     denoised: A,
     denoised_mid_fn: Callable[[A, Any], A],
@@ -403,10 +403,10 @@ def flow_dpm2_ancestral_step(
 ) -> A:
     """Advance ``x`` one DPM2-ancestral step ``sigma -> sigma_next`` of a rectified-flow model.
 
-    The same midpoint solve as :func:`dpm2_ancestral_step`, to the flow ``sigma_down`` of
+    The same midpoint solve as :func:`dpm2_ancestral_step_unchecked`, to the flow ``sigma_down`` of
     :func:`flow_ancestral_split`; then ``x * scale + noise * s_noise * renoise``. For a flow
     model that predicts the velocity ``v``, the denoised estimate is ``x - sigma * v``.
-    Parameters and result as for :func:`dpm2_ancestral_step`; noise levels in ``[0, 1]``.
+    Parameters and result as for :func:`dpm2_ancestral_step_unchecked`; noise levels in ``[0, 1]``.
 
     Examples
     --------
@@ -414,13 +414,14 @@ def flow_dpm2_ancestral_step(
     ``sigma_next / sigma``:
 
     >>> x = np.array([[0.8]])
-    >>> flow_dpm2_ancestral_step(x, x * 0, lambda xm, s: xm * 0, 0.8, 0.4, None, eta=0).tolist()
+    >>> zero = lambda xm, s: xm * 0
+    >>> flow_dpm2_ancestral_step_unchecked(x, x * 0, zero, 0.8, 0.4, None, eta=0).tolist()
     [[0.4]]
     """
     sigma_down, renoise, scale = flow_ancestral_split(sigma, sigma_next, eta)
-    x = dpm2_to(x, denoised, denoised_mid_fn, sigma, sigma_down)
+    x = dpm2_solve_to(x, denoised, denoised_mid_fn, sigma, sigma_down)
     if not (_is_scalar(scale) and scale == 1):
-        x = x * _sig(scale, x)
+        x = x * _level_like(scale, x)
     if noise is not None:
         x = add_scaled(x, noise, renoise * s_noise)
     return x

@@ -396,3 +396,140 @@ def timestep_value(timestep: Any) -> float:
             )
         return _xp.to_float(timestep)
     return to_scalar("timestep", timestep, accepted)
+
+
+# --------------------------------------------------------------- the functional API's checks
+def check_steps(n: Any) -> int:
+    """Check a step count ``n >= 1`` of the sigma helpers."""
+    return check_int("n", n, positive, "an integer >= 1 (the number of steps)")
+
+
+def check_sigma_range(n: Any, sigma_min: Any, sigma_max: Any) -> tuple[float, float]:
+    """Check the sigma helpers' arguments; return the bounds as floats (0-d tensors accepted)."""
+    check_steps(n)
+    accepted = "a number (a Python or NumPy scalar, or a 0-d tensor)"
+    lo, hi = (
+        to_scalar("sigma_min", sigma_min, accepted),
+        to_scalar("sigma_max", sigma_max, accepted),
+    )
+    if not (0 < lo <= hi and math.isfinite(hi)):
+        raise ValueError(
+            f"sigma_min={lo!r}, sigma_max={hi!r} is not a valid range; "
+            "expected 0 < sigma_min <= sigma_max < inf."
+        )
+    return lo, hi
+
+
+def config_of(config: Any, name: str) -> Mapping[str, Any]:
+    """Return a config mapping, or the ``.config`` of a scheduler; else raise TypeError."""
+    if config is None:
+        return {}
+    if not isinstance(config, Mapping):
+        config = getattr(config, "config", config)
+    if not isinstance(config, Mapping):
+        raise TypeError(
+            f"{name} is {a_type(config)}; expected a scheduler config (a mapping) or a "
+            "scheduler (its .config is used)."
+        )
+    return config
+
+
+def check_step_args(
+    x: Any,
+    denoised: Any,
+    denoised_mid_fn: Any,
+    sigma: Any,
+    sigma_next: Any,
+    noise: Any,
+    eta: Any,
+    s_noise: Any,
+    *,
+    max_sigma: float,
+) -> tuple[float, float]:
+    """Check a public step's inputs (metadata, and the values of host sigmas).
+
+    Returns ``eta`` and ``s_noise`` as floats. ``max_sigma`` is the family's largest noise
+    level (1 for a rectified flow).
+    """
+    check_array("x", x)
+    check_like("denoised", denoised, x, "a denoised estimate", returned=False)
+    if not callable(denoised_mid_fn):
+        raise TypeError(
+            f"denoised_mid_fn is {a_type(denoised_mid_fn)}; expected a callable "
+            "denoised_mid_fn(x_mid, sigma_mid) -> denoised."
+        )
+    batch = x.shape[0] if x.ndim else 1
+    check_noise_level("sigma", sigma, batch)
+    check_noise_level("sigma_next", sigma_next, batch)
+    if not (_xp.is_torch(sigma) or _xp.is_torch(sigma_next)):  # host values: no device read
+        s, s_next = np.asarray(sigma, dtype=np.float64), np.asarray(sigma_next, dtype=np.float64)
+        if not (s > 0).all() or (s_next > s).any() or (s > max_sigma).any():
+            bound = "sigma > 0" if max_sigma == math.inf else "0 < sigma <= 1 (a flow's levels)"
+            raise ValueError(
+                f"sigma={s.tolist()!r}, sigma_next={s_next.tolist()!r} is not a step; expected "
+                f"0 <= sigma_next <= sigma and {bound}."
+            )
+    if noise is not None:
+        check_like("noise", noise, x, "standard normal noise", returned=False)
+    return check_eta(eta), check_s_noise(s_noise)
+
+
+def _host_sigmas(sigmas: Any) -> np.ndarray:
+    """Return the host copy of a schedule, to check once there (no device work per step)."""
+    if _xp.is_torch(sigmas):
+        return sigmas.detach().cpu().numpy()
+    if isinstance(sigmas, str | bytes) or sigmas is None:
+        raise TypeError(
+            f"sigmas is {a_type(sigmas)}; expected an array of noise levels, shape "
+            "(n + 1,) or (n + 1, B)."
+        )
+    try:
+        return np.asarray(sigmas)
+    except ValueError:  # ragged nested sequences
+        raise ValueError(
+            "sigmas is a ragged sequence; expected an array of noise levels, shape (n + 1,) or "
+            "(n + 1, B)."
+        ) from None
+
+
+def check_sampler_args(
+    model: Any,
+    x: Any,
+    sigmas: Any,
+    extra_args: Any,
+    callback: Any,
+    eta: Any,
+    s_noise: Any,
+    noise_sampler: Any,
+    *,
+    max_sigma: float,
+) -> tuple[np.ndarray, dict[str, Any], float, float]:
+    """Check a functional sampler's arguments (see :func:`kdpm2.sample_dpm_2_ancestral`).
+
+    Returns the host copy of the sigmas, the model's keyword arguments, ``eta`` and
+    ``s_noise``. ``max_sigma`` is the family's largest noise level (1 for a rectified flow).
+    """
+    check_array("x", x)
+    eta, s_noise = check_eta(eta), check_s_noise(s_noise)
+    for name, fn in (("model", model), ("noise_sampler", noise_sampler), ("callback", callback)):
+        if (fn is not None or name == "model") and not callable(fn):
+            raise TypeError(f"{name} is {a_type(fn)}; expected a callable.")
+    if extra_args is not None and not isinstance(extra_args, Mapping):
+        raise TypeError(
+            f"extra_args is {a_type(extra_args)}; expected a mapping of keyword "
+            "arguments for the model."
+        )
+    host = _host_sigmas(sigmas)
+    check_sigmas(host)
+    if host.ndim == 2 and host.shape[1] != x.shape[0]:
+        raise ValueError(
+            f"sigmas has shape {host.shape} but x has {x.shape[0]} samples; a per-sample schedule "
+            "has one column per sample."
+        )
+    if (host > max_sigma).any():
+        raise ValueError(
+            f"sigmas contains {host[host > max_sigma].flat[0].item()!r}; a flow model's noise "
+            "levels are in [0, 1] (x_s = (1 - s) * x0 + s * noise). For a diffusion model's "
+            "sigmas use sample_dpm_2_ancestral."
+        )
+    return host, {} if extra_args is None else dict(extra_args), eta, s_noise

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
@@ -11,14 +12,12 @@ import numpy as np
 from . import _math, _xp
 from ._validate import (
     a_type,
-    check_array,
-    check_eta,
-    check_int,
     check_like,
-    check_noise_level,
-    check_s_noise,
-    check_sigmas,
-    positive,
+    check_sampler_args,
+    check_sigma_range,
+    check_step_args,
+    check_steps,
+    config_of,
     to_scalar,
 )
 from .noise import NoiseSampler, draw
@@ -123,7 +122,7 @@ def get_sigmas_karras(
     >>> get_sigmas_karras(3, 0.1, 10.0).round(4).tolist()
     [10.0, 1.4507, 0.1, 0.0]
     """
-    lo, hi = _check_range(n, sigma_min, sigma_max)
+    lo, hi = check_sigma_range(n, sigma_min, sigma_max)
     rho = to_scalar("rho", rho, "a finite number > 0")
     if not (math.isfinite(rho) and rho > 0):
         raise ValueError(f"rho={rho!r} is invalid; expected a finite number > 0 (7 in the paper).")
@@ -154,7 +153,7 @@ def get_sigmas_exponential(
     >>> get_sigmas_exponential(3, 0.1, 10.0).round(4).tolist()
     [10.0, 1.0, 0.1, 0.0]
     """
-    lo, hi = _check_range(n, sigma_min, sigma_max)
+    lo, hi = check_sigma_range(n, sigma_min, sigma_max)
     m = n + 1 if discard_penultimate_sigma else n
     sigmas = exponential_sigmas(lo, hi, m)
     return _to_device(_append_zero(sigmas[:n]), _device_of(device, sigma_min, sigma_max))
@@ -172,12 +171,8 @@ def get_sigmas_from_config(config: Any, n: int, device: Any = None) -> Any:
     >>> get_sigmas_from_config({}, 2).round(3).tolist()
     [25.146, 0.029, 0.0]
     """
-    _check_steps(n)
-    return _to_device(make_schedule(_config_of(config, "config"), n).sigmas, device)
-
-
-def _check_steps(n: Any) -> None:
-    check_int("n", n, positive, "an integer >= 1 (the number of steps)")
+    check_steps(n)
+    return _to_device(make_schedule(config_of(config, "config"), n).sigmas, device)
 
 
 def _device_of(device: Any, *bounds: Any) -> Any:
@@ -190,36 +185,6 @@ def _device_of(device: Any, *bounds: Any) -> Any:
             if _xp.is_torch(bound):
                 return bound.device
     return device
-
-
-def _check_range(n: Any, sigma_min: Any, sigma_max: Any) -> tuple[float, float]:
-    """Check the helpers' arguments; return the bounds as floats (0-d tensors accepted)."""
-    _check_steps(n)
-    accepted = "a number (a Python or NumPy scalar, or a 0-d tensor)"
-    lo, hi = (
-        to_scalar("sigma_min", sigma_min, accepted),
-        to_scalar("sigma_max", sigma_max, accepted),
-    )
-    if not (0 < lo <= hi and math.isfinite(hi)):
-        raise ValueError(
-            f"sigma_min={lo!r}, sigma_max={hi!r} is not a valid range; "
-            "expected 0 < sigma_min <= sigma_max < inf."
-        )
-    return lo, hi
-
-
-def _config_of(config: Any, name: str) -> Mapping[str, Any]:
-    """Return a config mapping, or the ``.config`` of a scheduler; else raise TypeError."""
-    if config is None:
-        return {}
-    if not isinstance(config, Mapping):
-        config = getattr(config, "config", config)
-    if not isinstance(config, Mapping):
-        raise TypeError(
-            f"{name} is {a_type(config)}; expected a scheduler config (a mapping) or a "
-            "scheduler (its .config is used)."
-        )
-    return config
 
 
 def denoiser_from_network(
@@ -251,7 +216,7 @@ def denoiser_from_network(
             f"network is {a_type(network)}; expected a callable "
             "network(x_in, t, **kwargs) -> output."
         )
-    cfg = ScheduleConfig.from_mapping(_config_of(config, "config"))
+    cfg = ScheduleConfig.from_mapping(config_of(config, "config"))
     ptype = prediction_type or cfg.prediction_type
     train = train_schedule_from_config(cfg)
 
@@ -277,7 +242,7 @@ def dpm2_ancestral_step(
     eta: float = 1.0,
     s_noise: float = 1.0,
 ) -> Any:
-    """Check the inputs, then take :func:`kdpm2._math.dpm2_ancestral_step` (see there).
+    """Check the inputs, then take :func:`kdpm2._math.dpm2_ancestral_step_unchecked` (see there).
 
     One full DPM2-ancestral step ``sigma -> sigma_next`` for a batch whose samples may sit at
     different noise levels (``sigma``, ``sigma_next`` of shape ``(B,)``). The checks read
@@ -303,7 +268,7 @@ def dpm2_ancestral_step(
     [0.5, 0.5]
     """
     return _checked_step(
-        "diffusion", x, denoised, denoised_mid_fn, sigma, sigma_next, noise, eta, s_noise
+        DIFFUSION, x, denoised, denoised_mid_fn, sigma, sigma_next, noise, eta, s_noise
     )
 
 
@@ -318,7 +283,7 @@ def flow_dpm2_ancestral_step(
     eta: float = 1.0,
     s_noise: float = 1.0,
 ) -> Any:
-    """Check the inputs, then take :func:`kdpm2._math.flow_dpm2_ancestral_step` (see there).
+    """Check the inputs, then take :func:`kdpm2._math.flow_dpm2_ancestral_step_unchecked`.
 
     The rectified-flow counterpart of :func:`dpm2_ancestral_step`, with the same checks and
     noise levels in ``[0, 1]``.
@@ -333,71 +298,8 @@ def flow_dpm2_ancestral_step(
     [0.4, 0.0]
     """
     return _checked_step(
-        "flow", x, denoised, denoised_mid_fn, sigma, sigma_next, noise, eta, s_noise
+        RECTIFIED_FLOW, x, denoised, denoised_mid_fn, sigma, sigma_next, noise, eta, s_noise
     )
-
-
-def _checked_step(
-    family: str,
-    x: Any,
-    denoised: Any,
-    denoised_mid_fn: Any,
-    sigma: Any,
-    sigma_next: Any,
-    noise: Any,
-    eta: Any,
-    s_noise: Any,
-) -> Any:
-    """Check a public step's inputs (metadata, and the values of host sigmas), then take it."""
-    check_array("x", x)
-    check_like("denoised", denoised, x, "a denoised estimate", returned=False)
-    if not callable(denoised_mid_fn):
-        raise TypeError(
-            f"denoised_mid_fn is {a_type(denoised_mid_fn)}; expected a callable "
-            "denoised_mid_fn(x_mid, sigma_mid) -> denoised."
-        )
-    batch = x.shape[0] if x.ndim else 1
-    check_noise_level("sigma", sigma, batch)
-    check_noise_level("sigma_next", sigma_next, batch)
-    if not (_xp.is_torch(sigma) or _xp.is_torch(sigma_next)):  # host values: no device read
-        s, s_next = np.asarray(sigma, dtype=np.float64), np.asarray(sigma_next, dtype=np.float64)
-        top = 1.0 if family == "flow" else np.inf
-        if not (s > 0).all() or (s_next > s).any() or (s > top).any():
-            bound = "0 < sigma <= 1 (a flow's levels)" if family == "flow" else "sigma > 0"
-            raise ValueError(
-                f"sigma={s.tolist()!r}, sigma_next={s_next.tolist()!r} is not a step; expected "
-                f"0 <= sigma_next <= sigma and {bound}."
-            )
-    if noise is not None:
-        check_like("noise", noise, x, "standard normal noise", returned=False)
-    return _STEPS[family][1](
-        x,
-        denoised,
-        denoised_mid_fn,
-        sigma,
-        sigma_next,
-        noise,
-        eta=check_eta(eta),
-        s_noise=check_s_noise(s_noise),
-    )
-
-
-def _host_sigmas(sigmas: Any) -> np.ndarray:
-    """Return the host copy of a schedule, to check once there (no device work per step)."""
-    if _xp.is_torch(sigmas):
-        return sigmas.detach().cpu().numpy()
-    if isinstance(sigmas, str | bytes) or sigmas is None:
-        raise TypeError(
-            f"sigmas is {a_type(sigmas)}; expected an array of noise levels, shape "
-            "(n + 1,) or (n + 1, B)."
-        )
-    try:
-        return np.asarray(sigmas)
-    except ValueError:  # ragged nested sequences
-        raise ValueError(
-            "sigmas is a ragged sequence; expected an array of noise levels, shape (n + 1,) or "
-            "(n + 1, B)."
-        ) from None
 
 
 def _progress(n: int, disable: bool | None) -> Any:
@@ -490,11 +392,8 @@ def sample_dpm_2_ancestral(
     >>> out.shape
     (2, 1)
     """
-    host, extra, eta, s_noise, sampler = _checked_inputs(
-        model, x, sigmas, extra_args, callback, eta, s_noise, noise_sampler
-    )
     return _run(
-        "diffusion", model, x, sigmas, host, extra, callback, disable, eta, s_noise, sampler
+        DIFFUSION, model, x, sigmas, extra_args, callback, disable, eta, s_noise, noise_sampler
     )
 
 
@@ -533,74 +432,85 @@ def sample_dpm_2_ancestral_rf(
     >>> sample_dpm_2_ancestral_rf(model, x, np.linspace(1.0, 0.0, 5), disable=True).tolist()
     [[0.0, 0.0, 0.0], [0.0, 0.0, 0.0]]
     """
-    host, extra, eta, s_noise, sampler = _checked_inputs(
-        model, x, sigmas, extra_args, callback, eta, s_noise, noise_sampler
+    return _run(
+        RECTIFIED_FLOW, model, x, sigmas, extra_args, callback, disable, eta, s_noise, noise_sampler
     )
-    if (host > 1).any():
-        raise ValueError(
-            f"sigmas contains {host[host > 1].flat[0].item()!r}; a flow model's noise levels are "
-            "in [0, 1] (x_s = (1 - s) * x0 + s * noise). For a diffusion model's sigmas use "
-            "sample_dpm_2_ancestral."
-        )
-    return _run("flow", model, x, sigmas, host, extra, callback, disable, eta, s_noise, sampler)
 
 
-# the (split, step) pair of each model family: the loop below is the same for both
-_STEPS: dict[str, tuple[Callable[..., Any], Callable[..., Any]]] = {
-    "diffusion": (_math.ancestral_split, _math.dpm2_ancestral_step),
-    "flow": (_math.flow_ancestral_split, _math.flow_dpm2_ancestral_step),
-}
+@dataclass(frozen=True, slots=True)
+class SamplerFamily:
+    """What the diffusion and the rectified-flow samplers do differently; the loop is shared.
+
+    Attributes
+    ----------
+    split : callable
+        ``split(sigma, sigma_next, eta)``, whose first result is ``sigma_down``.
+    step : callable
+        The unchecked step of :mod:`kdpm2._math`.
+    max_sigma : float
+        The largest noise level the family takes (1 for a rectified flow).
+    """
+
+    split: Callable[..., tuple[Any, ...]]
+    step: Callable[..., Any]
+    max_sigma: float
 
 
-def _run(family: str, model: Denoiser, x: Any, *args: Any) -> Any:
-    """Run :func:`_loop` for a model ``family``, without autograd on tensors (as k-diffusion)."""
+DIFFUSION = SamplerFamily(_math.ancestral_split, _math.dpm2_ancestral_step_unchecked, math.inf)
+RECTIFIED_FLOW = SamplerFamily(
+    _math.flow_ancestral_split, _math.flow_dpm2_ancestral_step_unchecked, 1.0
+)
+
+
+def _checked_step(
+    family: SamplerFamily,
+    x: Any,
+    denoised: Any,
+    denoised_mid_fn: Any,
+    sigma: Any,
+    sigma_next: Any,
+    noise: Any,
+    eta: Any,
+    s_noise: Any,
+) -> Any:
+    eta, s_noise = check_step_args(
+        x, denoised, denoised_mid_fn, sigma, sigma_next, noise, eta, s_noise,
+        max_sigma=family.max_sigma,
+    )  # fmt: skip
+    return family.step(
+        x, denoised, denoised_mid_fn, sigma, sigma_next, noise, eta=eta, s_noise=s_noise
+    )
+
+
+def _run(
+    family: SamplerFamily,
+    model: Denoiser,
+    x: Any,
+    sigmas: Any,
+    extra_args: Mapping[str, Any] | None,
+    callback: Callback | None,
+    disable: bool | None,
+    eta: Any,
+    s_noise: Any,
+    noise_sampler: NoiseSampler | None,
+) -> Any:
+    """Check a sampler's arguments, then run :func:`_loop` (no autograd, as k-diffusion)."""
+    host, extra, eta, s_noise = check_sampler_args(
+        model, x, sigmas, extra_args, callback, eta, s_noise, noise_sampler,
+        max_sigma=family.max_sigma,
+    )  # fmt: skip
+    sampler = _default_noise_sampler(x) if noise_sampler is None else noise_sampler
+    args = (family, model, x, sigmas, host, extra, callback, disable, eta, s_noise, sampler)
     if _xp.is_torch(x):
         torch = _xp.torch_module()
         assert torch is not None
         with torch.no_grad():
-            return _loop(family, model, x, *args)
-    return _loop(family, model, x, *args)
-
-
-def _checked_inputs(
-    model: Any,
-    x: Any,
-    sigmas: Any,
-    extra_args: Any,
-    callback: Any,
-    eta: Any,
-    s_noise: Any,
-    noise_sampler: Any,
-) -> tuple[np.ndarray, dict[str, Any], float, float, NoiseSampler]:
-    """Check a functional sampler's arguments (see :func:`sample_dpm_2_ancestral`).
-
-    Returns the host copy of the sigmas, the model's keyword arguments, ``eta``, ``s_noise``
-    and the noise sampler to use.
-    """
-    check_array("x", x)
-    eta, s_noise = check_eta(eta), check_s_noise(s_noise)
-    for name, fn in (("model", model), ("noise_sampler", noise_sampler), ("callback", callback)):
-        if (fn is not None or name == "model") and not callable(fn):
-            raise TypeError(f"{name} is {a_type(fn)}; expected a callable.")
-    if extra_args is not None and not isinstance(extra_args, Mapping):
-        raise TypeError(
-            f"extra_args is {a_type(extra_args)}; expected a mapping of keyword "
-            "arguments for the model."
-        )
-    extra = {} if extra_args is None else dict(extra_args)
-    sampler = _default_noise_sampler(x) if noise_sampler is None else noise_sampler
-    host = _host_sigmas(sigmas)
-    check_sigmas(host)
-    if host.ndim == 2 and host.shape[1] != x.shape[0]:
-        raise ValueError(
-            f"sigmas has shape {host.shape} but x has {x.shape[0]} samples; a per-sample schedule "
-            "has one column per sample."
-        )
-    return host, extra, eta, s_noise, sampler
+            return _loop(*args)
+    return _loop(*args)
 
 
 def _loop(
-    family: str,
+    family: SamplerFamily,
     model: Denoiser,
     x: Any,
     sigmas: Any,
@@ -618,8 +528,7 @@ def _loop(
     else:
         s_in = np.ones(x.shape[0], np.result_type(x, host))
     # k-diffusion draws noise for every step that is not a plain Euler step to sigma_down = 0
-    split, step = _STEPS[family]
-    sigma_down = split(host[:-1], host[1:], eta)[0]
+    sigma_down = family.split(host[:-1], host[1:], eta)[0]
     draws: list[bool] = np.any(
         np.reshape(np.asarray(sigma_down) > 0, (len(host) - 1, -1)), axis=1
     ).tolist()
@@ -648,5 +557,7 @@ def _loop(
         noise = None
         if draws[i]:
             noise = like_x("noise_sampler", sampler(sigmas[i], sigmas[i + 1]), "standard noise")
-        x = step(x, denoised, model_at, host[i], host[i + 1], noise, eta=eta, s_noise=s_noise)
+        x = family.step(
+            x, denoised, model_at, host[i], host[i + 1], noise, eta=eta, s_noise=s_noise
+        )
     return x
