@@ -518,3 +518,33 @@ def test_torch_scheduler_copied_mid_loop_continues_identically(form, how):
         second = run(twin_sch, twin_x, twin_gen, twin_sch.timesteps[k:])
         assert torch.equal(expected, first)
         assert torch.equal(expected, second)
+
+
+@pytest.mark.parametrize(
+    ("record", "core"),
+    [
+        ("kdpm2.schedule.ScheduleConfig", "kdpm2.scheduler.KDPM2AncestralSchedulerCore"),
+        ("kdpm2.flow.FlowConfig", "kdpm2.flow.FlowMatchKDPM2AncestralSchedulerCore"),
+    ],
+)
+def test_config_record_fields_and_defaults_are_the_constructor_signature(record, core):
+    """If this fails, a constructor argument was added, renamed or given another default
+    without its config record (or the reverse): the schedule would be built from other
+    settings than the ones the scheduler was constructed with and saves."""
+    import dataclasses
+    import importlib
+    import inspect
+
+    def load(path):
+        module, name = path.rsplit(".", 1)
+        return getattr(importlib.import_module(module), name)
+
+    fields = {
+        f.name: None if f.default is dataclasses.MISSING else f.default
+        for f in dataclasses.fields(load(record))
+    }
+    params = {p.name: p.default for p in inspect.signature(load(core).__init__).parameters.values()}
+    del params["self"]
+    if "trained_betas" in params:  # a sequence, kept in the record as a tuple
+        assert params["trained_betas"] is None
+    assert fields == params

@@ -30,6 +30,8 @@ def test_readme_differences_match_the_class_docstring():
 
 
 def test_readme_flow_differences_match_the_flow_class_docstring():
+    """If this fails, the README's list of the flow scheduler's differences from
+    FlowMatchEulerDiscreteScheduler and the class docstring's list have drifted apart."""
     doc = kdpm2.flow.FlowMatchKDPM2AncestralDiscreteScheduler.__doc__ or ""
     in_doc = ITEM.findall(
         _section(doc, "**Differences from FlowMatchEulerDiscreteScheduler**", "**Two forms")

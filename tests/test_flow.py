@@ -63,6 +63,9 @@ class Recorded:
 @pytest.mark.parametrize("eta", [1.0, 0.5, 0.0])
 @pytest.mark.parametrize("s_noise", [1.0, 0.7])
 def test_functional_sampler_matches_the_formulas(eta, s_noise):
+    """If this fails, sample_dpm_2_ancestral_rf does not take the flow DPM2-ancestral step as
+    written out in the test (midpoint solve to sigma_down, rescale, renoise) for this eta and
+    s_noise."""
     x = np.random.default_rng(1).standard_normal((3, 5))
     sigmas = np.append(np.linspace(1.0, 0.05, 9), 0.0)
     noise = Recorded(x.shape)
@@ -75,6 +78,8 @@ def test_functional_sampler_matches_the_formulas(eta, s_noise):
 
 
 def test_functional_sampler_on_tensors_matches_numpy():
+    """If this fails, the flow sampler gives other numbers on torch tensors than on NumPy arrays
+    for the same inputs and noise."""
     torch = pytest.importorskip("torch")
     x = np.random.default_rng(2).standard_normal((2, 4))
     sigmas = np.linspace(1.0, 0.0, 7)
@@ -95,6 +100,8 @@ def test_functional_sampler_on_tensors_matches_numpy():
 
 
 def test_per_sample_sigmas_equal_one_run_per_sample():
+    """If this fails, a batch with one flow schedule per sample (sigmas of shape (n + 1, B)) is
+    not the same as running each sample alone with its own column."""
     x = np.random.default_rng(3).standard_normal((2, 3))
     columns = [np.linspace(1.0, 0.0, 6), np.append(np.linspace(0.8, 0.1, 5), 0.0)]
     sigmas = np.stack(columns, axis=1)
@@ -105,6 +112,9 @@ def test_per_sample_sigmas_equal_one_run_per_sample():
 
 
 def test_flow_split_keeps_the_marginal_and_is_exact_at_eta_0():
+    """If this fails, the flow ancestral split does not restore the marginal at sigma_next
+    ((sigma_down * scale)**2 + renoise**2 == sigma_next**2), or eta = 0 is not the plain
+    deterministic step (sigma_down == sigma_next, no noise, scale 1)."""
     s = np.linspace(1.0, 0.01, 50)
     s_next = s * 0.83
     for eta in (0.3, 1.0):
@@ -121,12 +131,16 @@ def test_flow_split_keeps_the_marginal_and_is_exact_at_eta_0():
 
 
 def test_flow_split_at_the_edges_is_finite():
+    """If this fails, the split at s = 1 or at the last step (to 0) gives NaN or a step where
+    there is none."""
     assert _math.flow_ancestral_split(1.0, 1.0, 1.0) == (1.0, 0.0, 1.0)  # no step at s = 1
     assert _math.flow_ancestral_split(0.5, 0.0, 1.0) == (0.0, 0.0, 1.0)  # the last step
     assert _math.flow_ancestral_split(0.0, 0.0, 1.0) == (0.0, 0.0, 1.0)
 
 
 def test_public_step_checks_flow_noise_levels():
+    """If this fails, the public flow step accepts noise levels outside [0, 1] or a step that
+    goes up, instead of a ValueError that says what a flow level is."""
     x = np.ones((1, 2))
     with pytest.raises(ValueError, match="<= 1"):
         kdpm2.flow_dpm2_ancestral_step(x, x, lambda a, s: a, 1.5, 0.5, None)
@@ -147,6 +161,8 @@ def gaussian_denoiser(x, s):
 
 
 def test_order_of_convergence_at_eta_0():
+    """If this fails, the deterministic flow sampler is no longer second order on exactly
+    Gaussian data (its midpoint step is wrong)."""
     x = np.random.default_rng(4).standard_normal((64, 1))
     sigmas = lambda n: np.linspace(1.0, 0.0, n + 1)  # noqa: E731
     exact = kdpm2.sample_dpm_2_ancestral_rf(gaussian_denoiser, x, sigmas(4096), eta=0.0)
@@ -161,6 +177,8 @@ def test_order_of_convergence_at_eta_0():
 
 
 def test_eta_1_samples_the_data_distribution():
+    """If this fails, the ancestral flow sampler at eta = 1 does not reproduce the data
+    distribution's moments (wrong renoise or rescale)."""
     n = 40_000
     rng = np.random.default_rng(5)
     x = rng.standard_normal((n, 1))
@@ -190,6 +208,8 @@ def run_scheduler(sch, x, denoiser, generator=None):
 
 @pytest.mark.parametrize("eta", [0.0, 1.0])
 def test_scheduler_equals_the_functional_sampler(eta):
+    """If this fails, the flow scheduler's two calls per step do not give the functional
+    sampler's numbers for the same schedule and noise."""
     sch = FlowScheduler(shift=3.0, eta=eta)
     sch.set_timesteps(8)
     x = np.random.default_rng(6).standard_normal((2, 3))
@@ -204,6 +224,8 @@ def test_scheduler_equals_the_functional_sampler(eta):
 
 
 def test_scheduler_timesteps_interleave_midpoints_and_repeat_at_eta_1():
+    """If this fails, the flow scheduler's timesteps are not [t_0, m_0, t_1, m_1, ..., t_last]
+    (2N - 1 model calls), or at eta = 1 a midpoint is not the next step's level."""
     sch = FlowScheduler()
     sch.set_timesteps(5)
     ts = np.asarray(sch.timesteps)
@@ -216,6 +238,8 @@ def test_scheduler_timesteps_interleave_midpoints_and_repeat_at_eta_1():
 
 
 def test_scheduler_runs_with_repeated_timesteps_from_values():
+    """If this fails, a loop that passes timestep values (not views of scheduler.timesteps)
+    loses its place when a midpoint's timestep equals the next step's."""
     # a loop that passes timestep values (not views of scheduler.timesteps) still steps in order
     sch = FlowScheduler()
     sch.set_timesteps(4)
@@ -230,7 +254,7 @@ def test_scheduler_runs_with_repeated_timesteps_from_values():
     np.testing.assert_array_equal(a, b)
 
 
-def test_degenerate_renoise_is_zero_in_float32():
+def test_renoise_is_exactly_zero_at_eta_0_and_finite_otherwise():
     """If this fails, eta = 0 still adds noise (the renoise std is not exactly 0), or the
     renoise of an ordinary schedule is not finite."""
     sch = FlowScheduler(eta=0.0, shift=3.0)
@@ -243,6 +267,8 @@ def test_degenerate_renoise_is_zero_in_float32():
 
 
 def test_float32_state_and_model_dtype_output():
+    """If this fails, a low-precision model output makes the flow scheduler keep its state in
+    that precision, or it returns another dtype than the model output's."""
     torch = pytest.importorskip("torch")
     sch = FlowScheduler()
     sch.set_timesteps(3)
@@ -258,6 +284,7 @@ def test_float32_state_and_model_dtype_output():
 
 
 def test_numpy_float32_keeps_float32():
+    """If this fails, NumPy float32 inputs come back as float64 from the flow scheduler."""
     sch = FlowScheduler()
     sch.set_timesteps(3)
     x = np.ones((1, 2), np.float32)
@@ -266,6 +293,8 @@ def test_numpy_float32_keeps_float32():
 
 
 def test_scale_noise_maps_interleaved_indices_to_noise_levels():
+    """If this fails, scale_noise noises to another level than the model call the loop is at
+    (a step start's or a midpoint's)."""
     sch = FlowScheduler(shift=3.0)
     sch.set_timesteps(6)
     sample, noise = np.zeros((1, 1), np.float32), np.ones((1, 1), np.float32)
@@ -287,6 +316,8 @@ def test_scale_noise_maps_interleaved_indices_to_noise_levels():
 
 
 def test_img2img_start_at_a_begin_index_matches_the_full_loop_tail():
+    """If this fails, a loop started with set_begin_index (img2img) does not continue as the full
+    loop would from that step."""
     sch = FlowScheduler(eta=0.0)
     sch.set_timesteps(6)
     full = FlowScheduler(eta=0.0)
@@ -305,24 +336,43 @@ def test_img2img_start_at_a_begin_index_matches_the_full_loop_tail():
     np.testing.assert_array_equal(y, z)
 
 
-def test_scheduler_errors_are_clear():
-    sch = FlowScheduler(use_dynamic_shifting=True)
-    with pytest.raises(ValueError, match="mu is required"):
-        sch.set_timesteps(4)
-    with pytest.raises(ValueError, match="needs num_inference_steps"):
-        sch.set_timesteps(mu=0.5)
-    with pytest.raises(ValueError, match="disagree"):
-        sch.set_timesteps(3, sigmas=[1.0, 0.5], mu=0.5)
-    with pytest.raises(ValueError, match="increases"):
-        FlowScheduler().set_timesteps(sigmas=[0.5, 1.0])
-    with pytest.raises(ValueError, match=r"in \(0, 1\]"):
-        FlowScheduler().set_timesteps(sigmas=[1.0, 0.0])
-    with pytest.raises(ValueError, match="shift=0"):
-        FlowScheduler(shift=0)
-    with pytest.raises(ValueError, match="time_shift_type"):
-        FlowScheduler(time_shift_type="cubic")
-    with pytest.raises(TypeError, match="num_inference_steps"):
-        FlowScheduler().set_timesteps(2.5)
+@pytest.mark.parametrize(
+    ("config", "call", "error", "match"),
+    [
+        ({"use_dynamic_shifting": True}, {"num_inference_steps": 4}, ValueError, "mu is required"),
+        ({"use_dynamic_shifting": True}, {"mu": 0.5}, ValueError, "needs num_inference_steps"),
+        (
+            {"use_dynamic_shifting": True},
+            {"num_inference_steps": 3, "sigmas": [1.0, 0.5], "mu": 0.5},
+            ValueError,
+            "disagree",
+        ),
+        ({}, {"sigmas": [0.5, 1.0]}, ValueError, "increases"),
+        ({}, {"sigmas": [1.0, 0.0]}, ValueError, r"in \(0, 1\]"),
+        ({}, {"num_inference_steps": 2.5}, TypeError, "num_inference_steps"),
+    ],
+    ids=["no-mu", "mu-without-steps", "sigmas-and-steps-disagree", "increasing", "zero", "float"],
+)
+def test_set_timesteps_rejects_bad_arguments_with_a_clear_error(config, call, error, match):
+    """If this fails, a bad set_timesteps call is accepted, or raises another exception type or
+    a message that does not name the problem."""
+    with pytest.raises(error, match=match):
+        FlowScheduler(**config).set_timesteps(**call)
+
+
+@pytest.mark.parametrize(
+    ("config", "match"),
+    [({"shift": 0}, "shift=0"), ({"time_shift_type": "cubic"}, "time_shift_type")],
+)
+def test_constructor_rejects_bad_config_values(config, match):
+    """If this fails, an invalid flow config is accepted at construction (to fail later)."""
+    with pytest.raises(ValueError, match=match):
+        FlowScheduler(**config)
+
+
+def test_step_after_the_last_timestep_raises_index_error():
+    """If this fails, a loop that runs past its schedule steps on (with stale levels) instead
+    of telling the user to call set_timesteps again."""
     done = FlowScheduler()
     done.set_timesteps(1)
     x = np.ones((1, 2))
@@ -332,6 +382,7 @@ def test_scheduler_errors_are_clear():
 
 
 def test_no_nan_for_any_respacing_and_small_n():
+    """If this fails, some flow respacing at 1 to 10 steps gives a NaN or inf level or timestep."""
     for extra in ({}, {"use_karras_sigmas": True}, {"use_exponential_sigmas": True}):
         for n in (1, 2, 3, 10):
             sch = FlowScheduler(shift=3.0, shift_terminal=0.05, **extra)
@@ -342,6 +393,8 @@ def test_no_nan_for_any_respacing_and_small_n():
 
 
 def test_invert_sigmas_flips_what_the_model_sees_not_the_result():
+    """If this fails, invert_sigmas changes the sampled result rather than only the timesteps
+    the model sees and the sign of its velocity."""
     x = np.random.default_rng(10).standard_normal((1, 3))
     plain, inverted = FlowScheduler(eta=0.0), FlowScheduler(eta=0.0, invert_sigmas=True)
     plain.set_timesteps(5)
@@ -357,6 +410,8 @@ def test_invert_sigmas_flips_what_the_model_sees_not_the_result():
 
 
 def test_deepcopy_and_pickle_mid_loop():
+    """If this fails, a flow scheduler pickled between the two halves of a step loses the kept
+    sample, so the copy continues differently."""
     sch = FlowScheduler()
     sch.set_timesteps(3)
     x = np.ones((1, 2))

@@ -62,6 +62,8 @@ CONFIGS = [
 @pytest.mark.parametrize("config", CONFIGS, ids=lambda c: ",".join(c) or "default")
 @pytest.mark.parametrize("how", ["count", "sigmas", "timesteps", "both"])
 def test_first_order_sigmas_equal_flow_match_euler(config, how):
+    """If this fails, the flow scheduler's step-start levels or timesteps are not
+    FlowMatchEuler's, bit for bit, for this config and set_timesteps form."""
     t_train = config.get("num_train_timesteps", 1000)
     for n in (1, 2, 4, 28, 50):
         kwargs: dict = {"mu": 0.83} if config.get("use_dynamic_shifting") else {}
@@ -85,6 +87,7 @@ def test_first_order_sigmas_equal_flow_match_euler(config, how):
 
 
 def test_shift_terminal_at_one_step_is_finite_where_diffusers_is_nan():
+    """If this fails, shift_terminal at one step gives NaN levels (as FlowMatchEuler does)."""
     euler = diffusers.FlowMatchEulerDiscreteScheduler(shift=3.0, shift_terminal=0.1)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
@@ -96,6 +99,8 @@ def test_shift_terminal_at_one_step_is_finite_where_diffusers_is_nan():
 
 
 def test_is_a_genuine_diffusers_flow_scheduler():
+    """If this fails, where diffusers is installed the flow class is not a diffusers scheduler
+    (pipelines would not accept it, or its config machinery is not diffusers' own)."""
     sch = FlowScheduler.from_config(diffusers.FlowMatchEulerDiscreteScheduler(shift=3.0).config)
     assert isinstance(sch, diffusers.SchedulerMixin)
     assert sch.config.shift == 3.0
@@ -218,6 +223,8 @@ FLUX_INPUTS = {**embeddings(5, 32, 32), "height": 16, "width": 16}
 
 
 def test_sd3_text_to_image():
+    """If this fails, an SD3 pipeline with the flow scheduler does not make 2N - 1 transformer
+    calls or does not give a finite image."""
     pipe = sd3_pipeline({"shift": 3.0})
     log = CallLog(pipe.transformer)
     image = run(pipe, **SD3_INPUTS)
@@ -231,6 +238,8 @@ def test_sd3_text_to_image():
 
 
 def test_sd3_with_dynamic_shifting_passes_mu():
+    """If this fails, the SD3 pipeline's resolution-dependent mu does not reach the flow
+    scheduler's set_timesteps."""
     pipe = sd3_pipeline({"shift": 3.0, "use_dynamic_shifting": True})
     log = CallLog(pipe.transformer)
     assert np.isfinite(run(pipe, **SD3_INPUTS)).all()
@@ -238,6 +247,8 @@ def test_sd3_with_dynamic_shifting_passes_mu():
 
 
 def test_sd3_img2img_starts_mid_schedule():
+    """If this fails, SD3 img2img cannot start the flow scheduler mid-schedule (begin index and
+    scale_noise at that step's level)."""
     pipe = diffusers.StableDiffusion3Img2ImgPipeline(**sd3_pipeline({"shift": 3.0}).components)
     pipe.set_progress_bar_config(disable=True)
     log = CallLog(pipe.transformer)
@@ -250,6 +261,8 @@ def test_sd3_img2img_starts_mid_schedule():
 
 
 def test_flux_passes_sigmas_and_mu():
+    """If this fails, the Flux pipeline's custom sigmas and mu are not accepted by the flow
+    scheduler."""
     pipe = flux_pipeline()
     log = CallLog(pipe.transformer)
     calls = []
@@ -273,6 +286,8 @@ def test_flux_passes_sigmas_and_mu():
 
 @pytest.mark.parametrize("build", [sd3_pipeline, flux_pipeline], ids=["sd3", "flux"])
 def test_pipeline_saves_and_loads_with_the_scheduler(build, tmp_path):
+    """If this fails, a pipeline saved with the flow scheduler does not load back with it and
+    its config."""
     pipe = build({"shift": 3.0}) if build is sd3_pipeline else build()
     inputs = SD3_INPUTS if build is sd3_pipeline else FLUX_INPUTS
     pipe.scheduler = FlowScheduler.from_config(pipe.scheduler.config, eta=0.5)

@@ -8,7 +8,7 @@ calls that advance it. The diffusion scheduler (:mod:`kdpm2.scheduler`) and the 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, Protocol, TypeVar
 
 import numpy as np
 
@@ -16,6 +16,7 @@ from . import _xp
 from ._validate import a_type, check_array, check_int, check_step_inputs, timestep_value
 
 __all__ = [
+    "LoopSchedule",
     "SchedulerLoop",
     "TimestepNotInScheduleError",
     "as_int",
@@ -55,13 +56,34 @@ def to_output(values: np.ndarray, dtype: str, device: Any = None) -> Any:
     return out if device is None else out.to(device)
 
 
-class SchedulerLoop:
+class LoopSchedule(Protocol):
+    """What the loop reads of a schedule: one timestep per model call (``2N - 1`` for N steps)."""
+
+    @property
+    def num_inference_steps(self) -> int:
+        """``N``, the number of steps."""
+        ...
+
+    @property
+    def timesteps(self) -> np.ndarray:
+        """Host table of the model's timestep at each call, shape ``(2N - 1,)``."""
+        ...
+
+    @property
+    def timesteps_dtype(self) -> str:
+        """The dtype the scheduler shows ``timesteps`` in."""
+        ...
+
+
+S = TypeVar("S", bound=LoopSchedule)
+
+
+class SchedulerLoop(Generic[S]):
     """The loop state every kdpm2 scheduler shares: where a sampling loop stands.
 
     Two model calls per step, interleaved in ``timesteps`` (the first half of a step at an
-    even index). State: the schedule (``_schedule``, replaced whole by ``set_timesteps``; any
-    object with a host table ``timesteps``, one entry per model call, a ``timesteps_dtype``
-    and ``num_inference_steps``), the output form of its timesteps
+    even index). State: the schedule (``_schedule``, replaced whole by ``set_timesteps``; a
+    :class:`LoopSchedule`), the output form of its timesteps
     (``_timesteps``: the tensor a loop iterates, kept so that its elements are recognised
     without reading their values, i.e. without a device sync), the step index, the begin
     index, and ``sample``, the sample kept between the two halves of a step. A subclass
@@ -71,14 +93,14 @@ class SchedulerLoop:
     order: ClassVar[int] = 2
 
     def _reset_loop(self) -> None:
-        self._schedule: Any = None
+        self._schedule: S | None = None
         self._timesteps: Any = None
         self._step_index: int | None = None
         self._begin_index: int | None = None
         #: The sample at the start of the current step, kept between its two halves.
         self.sample: Any = None
 
-    def _default_schedule(self) -> Any:
+    def _default_schedule(self) -> S:
         """Return the schedule to use before ``set_timesteps`` (built on first use)."""
         raise NotImplementedError
 
@@ -88,7 +110,7 @@ class SchedulerLoop:
         def config(self) -> Any:
             """The constructor's arguments (supplied by the config machinery)."""
 
-    def _use(self, schedule: Any, device: Any) -> None:
+    def _use(self, schedule: S, device: Any) -> None:
         """Switch to ``schedule`` and reset the loop state (after it is built: no half state)."""
         timesteps = to_output(schedule.timesteps, schedule.timesteps_dtype, device)
         self._schedule, self._timesteps = schedule, timesteps
@@ -96,14 +118,16 @@ class SchedulerLoop:
         self.sample = None
 
     @property
-    def schedule(self) -> Any:
+    def schedule(self) -> S:
         """The pure float64 tables behind the current schedule.
 
         Before ``set_timesteps``, the schedule the matching diffusers class builds in its
         constructor (built here on first use).
         """
         if self._schedule is None:
-            self._use(self._default_schedule(), None)
+            schedule = self._default_schedule()
+            self._use(schedule, None)
+            return schedule
         return self._schedule
 
     @property

@@ -24,6 +24,7 @@ import numpy as np
 from . import _math, _xp, noise
 from ._loop import SchedulerLoop, as_int, to_output
 from ._validate import a_type, check_array, check_int, positive, to_scalar, validate_flow_config
+from ._xp import A
 from .config import register_to_config
 from .output import KDPM2AncestralDiscreteSchedulerOutput
 from .schedule import FrozenTables, beta_sigmas, exponential_sigmas, interleave, karras_sigmas
@@ -274,7 +275,7 @@ def _as_levels(name: str, values: Any) -> np.ndarray:
     return arr
 
 
-class FlowMatchKDPM2AncestralSchedulerCore(SchedulerLoop):
+class FlowMatchKDPM2AncestralSchedulerCore(SchedulerLoop[FlowSchedule]):
     """The flow DPM2-ancestral state machine, without a config machinery.
 
     Loop state as in :class:`kdpm2.scheduler.SchedulerLoop`, plus the shift set with
@@ -314,11 +315,6 @@ class FlowMatchKDPM2AncestralSchedulerCore(SchedulerLoop):
         # the num_train_timesteps levels diffusers builds in its constructor (not inverted)
         cfg = dataclasses.replace(self._flow_config(), invert_sigmas=False)
         return make_flow_schedule(cfg, _train_sigmas(cfg))
-
-    @property
-    def schedule(self) -> FlowSchedule:
-        """The pure float64 tables behind the current schedule (see :class:`FlowSchedule`)."""
-        return super().schedule
 
     # ----------------------------------------------------------------- schedule and state
     @property
@@ -427,7 +423,7 @@ class FlowMatchKDPM2AncestralSchedulerCore(SchedulerLoop):
         return 1.0
 
     # ----------------------------------------------------------------------- the loop
-    def scale_model_input(self, sample: Any, timestep: float | Any = None) -> Any:
+    def scale_model_input(self, sample: A, timestep: float | Any = None) -> A:
         """Return ``sample`` unchanged: flow models take the sample as it is."""
         check_array("sample", sample)
         return sample
@@ -508,7 +504,7 @@ class FlowMatchKDPM2AncestralSchedulerCore(SchedulerLoop):
             out, lambda: _cast(_math.add_scaled(x, d, -level), model_output.dtype)
         )
 
-    def scale_noise(self, sample: Any, timestep: Any, noise: Any) -> Any:
+    def scale_noise(self, sample: A, timestep: Any, noise: A) -> A:
         """Noise clean samples to a timestep's level: ``sigma * noise + (1 - sigma) * sample``.
 
         What img2img and inpaint pipelines call. The level is that of the model call the

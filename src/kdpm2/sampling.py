@@ -20,6 +20,7 @@ from ._validate import (
     config_of,
     to_scalar,
 )
+from ._xp import A, SigmaLike
 from .noise import NoiseSampler, draw
 from .schedule import (
     ScheduleConfig,
@@ -232,16 +233,16 @@ def denoiser_from_network(
 
 
 def dpm2_ancestral_step(
-    x: Any,
-    denoised: Any,
-    denoised_mid_fn: Callable[[Any, Any], Any],
-    sigma: Any,
-    sigma_next: Any,
-    noise: Any,
+    x: A,
+    denoised: A,
+    denoised_mid_fn: Callable[[A, Any], A],
+    sigma: SigmaLike,
+    sigma_next: SigmaLike,
+    noise: A | None,
     *,
     eta: float = 1.0,
     s_noise: float = 1.0,
-) -> Any:
+) -> A:
     """Check the inputs, then take :func:`kdpm2._math.dpm2_ancestral_step_unchecked` (see there).
 
     One full DPM2-ancestral step ``sigma -> sigma_next`` for a batch whose samples may sit at
@@ -273,16 +274,16 @@ def dpm2_ancestral_step(
 
 
 def flow_dpm2_ancestral_step(
-    x: Any,
-    denoised: Any,
-    denoised_mid_fn: Callable[[Any, Any], Any],
-    sigma: Any,
-    sigma_next: Any,
-    noise: Any,
+    x: A,
+    denoised: A,
+    denoised_mid_fn: Callable[[A, Any], A],
+    sigma: SigmaLike,
+    sigma_next: SigmaLike,
+    noise: A | None,
     *,
     eta: float = 1.0,
     s_noise: float = 1.0,
-) -> Any:
+) -> A:
     """Check the inputs, then take :func:`kdpm2._math.flow_dpm2_ancestral_step_unchecked`.
 
     The rectified-flow counterpart of :func:`dpm2_ancestral_step`, with the same checks and
@@ -323,7 +324,7 @@ def _default_noise_sampler(x: Any) -> NoiseSampler:
 
 def sample_dpm_2_ancestral(
     model: Denoiser,
-    x: Any,
+    x: A,
     sigmas: Any,
     extra_args: Mapping[str, Any] | None = None,
     callback: Callback | None = None,
@@ -331,7 +332,7 @@ def sample_dpm_2_ancestral(
     eta: float = 1.0,
     s_noise: float = 1.0,
     noise_sampler: NoiseSampler | None = None,
-) -> Any:
+) -> A:
     """Sample with DPM-Solver-2 steps and ancestral noise (k-diffusion's signature and numbers).
 
     Matches k-diffusion 0.1.1.post1 ``sample_dpm_2_ancestral`` (to float32 rounding: on
@@ -399,7 +400,7 @@ def sample_dpm_2_ancestral(
 
 def sample_dpm_2_ancestral_rf(
     model: Denoiser,
-    x: Any,
+    x: A,
     sigmas: Any,
     extra_args: Mapping[str, Any] | None = None,
     callback: Callback | None = None,
@@ -407,7 +408,7 @@ def sample_dpm_2_ancestral_rf(
     eta: float = 1.0,
     s_noise: float = 1.0,
     noise_sampler: NoiseSampler | None = None,
-) -> Any:
+) -> A:
     """Sample a rectified-flow model with DPM-Solver-2 steps and ancestral noise.
 
     The flow variant of :func:`sample_dpm_2_ancestral` (ComfyUI's ``dpm_2_ancestral`` on

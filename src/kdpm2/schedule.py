@@ -68,7 +68,7 @@ class ScheduleConfig:
 
     The scheduler's constructor takes its defaults from here; :meth:`from_mapping` reads any
     scheduler config (missing keys take these defaults, unknown keys are ignored). Values are
-    not checked here: :func:`kdpm2.config.validate_config` does that at the boundary.
+    not checked here: :func:`kdpm2._validate.validate_config` does that at the boundary.
 
     Examples
     --------

@@ -22,6 +22,7 @@ from ._validate import (
     positive,
     validate_config,
 )
+from ._xp import A
 from .config import ConfigMixin, register_to_config
 from .output import KDPM2AncestralDiscreteSchedulerOutput
 from .schedule import (
@@ -65,7 +66,7 @@ COMPATIBLES = [
 ]
 
 
-class KDPM2AncestralSchedulerCore(SchedulerLoop):
+class KDPM2AncestralSchedulerCore(SchedulerLoop[Schedule]):
     """The DPM2-ancestral state machine, without a config machinery (see the module notes).
 
     State: the schedule (``_schedule``, replaced whole by :meth:`set_timesteps`), the output
@@ -166,15 +167,6 @@ class KDPM2AncestralSchedulerCore(SchedulerLoop):
         return make_schedule(self.config, t, t)
 
     @property
-    def schedule(self) -> Schedule:
-        """The pure float64 tables behind the current schedule (see :class:`kdpm2.Schedule`).
-
-        Before :meth:`set_timesteps`, the ``num_train_timesteps``-step schedule that diffusers
-        builds in its constructor (built here on first use).
-        """
-        return super().schedule
-
-    @property
     def sigmas(self) -> Any:
         """Step sigmas laid out per model call as diffusers does, shape ``(2N + 2,)``, float32."""
         return self._table(self.schedule.sigmas)
@@ -221,7 +213,7 @@ class KDPM2AncestralSchedulerCore(SchedulerLoop):
         return to_output(train_schedule_from_config(self.config).log_sigmas, "float32")
 
     # ----------------------------------------------------------------------- the loop
-    def scale_model_input(self, sample: Any, timestep: float | Any) -> Any:
+    def scale_model_input(self, sample: A, timestep: float | Any) -> A:
         """Divide ``sample`` by ``sqrt(sigma**2 + 1)``, the model input scaling for this call.
 
         Matches diffusers 0.42.1 ``scale_model_input``.
@@ -242,7 +234,7 @@ class KDPM2AncestralSchedulerCore(SchedulerLoop):
             check_array("sample", sample)  # raises, naming what was given
         k = self._step_index = self._call_index(timestep, "scale_model_input")
         i, second_half = divmod(k, 2)
-        return sample / float(self._schedule.input_scales[i, second_half])
+        return sample / float(self.schedule.input_scales[i, second_half])
 
     def step(
         self,
@@ -326,7 +318,7 @@ class KDPM2AncestralSchedulerCore(SchedulerLoop):
             prev, lambda: _math.predict_x0(model_output, sample, level, prediction_type)
         )
 
-    def add_noise(self, original_samples: Any, noise: Any, timesteps: Any) -> Any:
+    def add_noise(self, original_samples: A, noise: A, timesteps: Any) -> A:
         """Noise clean samples to the level of ``timesteps``: ``x0 + sigma(t) * noise``.
 
         Matches diffusers 0.42.1 ``add_noise`` (including how it picks the index once a loop
