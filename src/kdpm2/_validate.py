@@ -533,3 +533,40 @@ def check_sampler_args(
             "sigmas use sample_dpm_2_ancestral."
         )
     return host, {} if extra_args is None else dict(extra_args), eta, s_noise
+
+
+# ------------------------------------------------------------------ the flow scheduler's checks
+def check_flow_levels(s: np.ndarray, source: str) -> None:
+    """Raise unless the first-order noise levels are a flow schedule: in (0, 1], non-increasing."""
+    bad = ~(np.isfinite(s) & (s > 0) & (s <= 1))
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise ValueError(
+            f"{source} gives the noise level {float(s[i])!r} at index {i}; a flow schedule's "
+            "noise levels are in (0, 1] (the final 0 is appended by the scheduler). Check the "
+            "sigmas, mu, shift and shift_terminal you pass."
+        )
+    rising = np.flatnonzero(np.diff(s) > 0)
+    if len(rising):
+        i = int(rising[0])
+        raise ValueError(
+            f"{source} increases at index {i} ({float(s[i])!r} -> {float(s[i + 1])!r}); noise "
+            "levels go from high to low, so they must not increase."
+        )
+
+
+def flow_levels_of(name: str, values: Any) -> np.ndarray:
+    """Read custom ``sigmas``/``timesteps`` (a sequence, array or tensor) as a 1-D float array."""
+    if _xp.is_torch(values):
+        values = values.detach().cpu().numpy()
+    if isinstance(values, str | bytes) or np.ndim(values) != 1:
+        raise ValueError(
+            f"{name} is {a_type(values)} of shape {np.shape(values)}; expected a 1-D sequence of "
+            "numbers, one per step."
+        )
+    arr = np.asarray(values)
+    if arr.dtype.kind not in "fiu" or len(arr) == 0:
+        raise ValueError(
+            f"{name}={values!r} is invalid; expected a non-empty 1-D sequence of numbers."
+        )
+    return arr

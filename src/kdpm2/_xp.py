@@ -133,3 +133,21 @@ def minimum(a: Any, b: Any) -> Any:
             b = torch.as_tensor(b, dtype=a.dtype, device=a.device)
         return torch.minimum(a, b)
     return np.minimum(a, b)
+
+
+def promote_to_compute(sample: Any, model_output: Any) -> tuple[Any, Any]:
+    """Return both in the computing dtype: float32, or wider if either input is."""
+    if isinstance(sample, np.ndarray):
+        dtype = np.result_type(sample.dtype, model_output.dtype, np.float32)
+        return sample.astype(dtype, copy=False), model_output.astype(dtype, copy=False)
+    torch = torch_module()
+    assert torch is not None
+    dtype = torch.promote_types(
+        torch.promote_types(sample.dtype, model_output.dtype), torch.float32
+    )
+    return sample.to(dtype), model_output.to(dtype)
+
+
+def cast(x: Any, dtype: Any) -> Any:
+    """Return ``x`` in ``dtype`` (no copy when it already is), NumPy or torch."""
+    return x.astype(dtype, copy=False) if isinstance(x, np.ndarray) else x.to(dtype)

@@ -23,7 +23,15 @@ import numpy as np
 
 from . import _math, _xp, noise
 from ._loop import SchedulerLoop, as_int, to_output
-from ._validate import a_type, check_array, check_int, positive, to_scalar, validate_flow_config
+from ._validate import (
+    check_array,
+    check_flow_levels,
+    check_int,
+    flow_levels_of,
+    positive,
+    to_scalar,
+    validate_flow_config,
+)
 from ._xp import A
 from .config import register_to_config
 from .output import KDPM2AncestralDiscreteSchedulerOutput
@@ -239,42 +247,6 @@ def make_flow_schedule(
     )
 
 
-def _check_first_order(s: np.ndarray, source: str) -> None:
-    """Raise unless the first-order noise levels are a flow schedule: in (0, 1], non-increasing."""
-    bad = ~(np.isfinite(s) & (s > 0) & (s <= 1))
-    if bad.any():
-        i = int(np.flatnonzero(bad)[0])
-        raise ValueError(
-            f"{source} gives the noise level {float(s[i])!r} at index {i}; a flow schedule's "
-            "noise levels are in (0, 1] (the final 0 is appended by the scheduler). Check the "
-            "sigmas, mu, shift and shift_terminal you pass."
-        )
-    rising = np.flatnonzero(np.diff(s) > 0)
-    if len(rising):
-        i = int(rising[0])
-        raise ValueError(
-            f"{source} increases at index {i} ({float(s[i])!r} -> {float(s[i + 1])!r}); noise "
-            "levels go from high to low, so they must not increase."
-        )
-
-
-def _as_levels(name: str, values: Any) -> np.ndarray:
-    """Read custom ``sigmas``/``timesteps`` (a sequence, array or tensor) as a 1-D float array."""
-    if _xp.is_torch(values):
-        values = values.detach().cpu().numpy()
-    if isinstance(values, str | bytes) or np.ndim(values) != 1:
-        raise ValueError(
-            f"{name} is {a_type(values)} of shape {np.shape(values)}; expected a 1-D sequence of "
-            "numbers, one per step."
-        )
-    arr = np.asarray(values)
-    if arr.dtype.kind not in "fiu" or len(arr) == 0:
-        raise ValueError(
-            f"{name}={values!r} is invalid; expected a non-empty 1-D sequence of numbers."
-        )
-    return arr
-
-
 class FlowMatchKDPM2AncestralSchedulerCore(SchedulerLoop[FlowSchedule]):
     """The flow DPM2-ancestral state machine, without a config machinery.
 
@@ -372,8 +344,8 @@ class FlowMatchKDPM2AncestralSchedulerCore(SchedulerLoop[FlowSchedule]):
                 positive,
                 "an integer >= 1 (the number of denoising steps)",
             )
-        custom_s = None if sigmas is None else _as_levels("sigmas", sigmas)
-        custom_t = None if timesteps is None else _as_levels("timesteps", timesteps)
+        custom_s = None if sigmas is None else flow_levels_of("sigmas", sigmas)
+        custom_t = None if timesteps is None else flow_levels_of("timesteps", timesteps)
         lengths = {
             name: len(v)
             for name, v in (("sigmas", custom_s), ("timesteps", custom_t))
@@ -406,7 +378,7 @@ class FlowMatchKDPM2AncestralSchedulerCore(SchedulerLoop[FlowSchedule]):
             cfg, count, shift=self._shift, sigmas=custom_s, mu=mu, timesteps=custom_t
         )
         source = "sigmas" if custom_s is not None else "the schedule"
-        _check_first_order(first, source)
+        check_flow_levels(first, source)
         self._use(make_flow_schedule(cfg, first, given_t), device)
 
     @property
@@ -476,7 +448,7 @@ class FlowMatchKDPM2AncestralSchedulerCore(SchedulerLoop[FlowSchedule]):
             A second half-step whose first half this scheduler did not take.
         """
         k = self._begin_step(timestep, model_output, sample, generator)
-        x, v = _upcast(sample, model_output)
+        x, v = _xp.promote_to_compute(sample, model_output)
         sch = self._schedule
         assert sch is not None  # built by _call_index
         # Algorithm 2 over two calls, as in KDPM2AncestralDiscreteScheduler.step; the slope
@@ -497,11 +469,11 @@ class FlowMatchKDPM2AncestralSchedulerCore(SchedulerLoop[FlowSchedule]):
                 prev = _math.add_scaled(prev, noise.draw(prev, generator), std, in_place=True)
         self.sample = None if second_half else x
         self._step_index = k + 1
-        out = _cast(prev, model_output.dtype)
+        out = _xp.cast(prev, model_output.dtype)
         if not return_dict:
             return (out,)
         return KDPM2AncestralDiscreteSchedulerOutput.deferred(
-            out, lambda: _cast(_math.add_scaled(x, d, -level), model_output.dtype)
+            out, lambda: _xp.cast(_math.add_scaled(x, d, -level), model_output.dtype)
         )
 
     def scale_noise(self, sample: A, timestep: Any, noise: A) -> A:
@@ -533,23 +505,6 @@ class FlowMatchKDPM2AncestralSchedulerCore(SchedulerLoop[FlowSchedule]):
             sample.ndim,
         )
         return sigma * noise + (1.0 - sigma) * sample
-
-
-def _upcast(sample: Any, model_output: Any) -> tuple[Any, Any]:
-    """Return both in the computing dtype: float32, or wider if either input is."""
-    if isinstance(sample, np.ndarray):
-        dtype = np.result_type(sample.dtype, model_output.dtype, np.float32)
-        return sample.astype(dtype, copy=False), model_output.astype(dtype, copy=False)
-    torch = _xp.torch_module()
-    assert torch is not None
-    dtype = torch.promote_types(
-        torch.promote_types(sample.dtype, model_output.dtype), torch.float32
-    )
-    return sample.to(dtype), model_output.to(dtype)
-
-
-def _cast(x: Any, dtype: Any) -> Any:
-    return x.astype(dtype, copy=False) if isinstance(x, np.ndarray) else x.to(dtype)
 
 
 class FlowMatchKDPM2AncestralDiscreteScheduler(
@@ -616,7 +571,8 @@ class FlowMatchKDPM2AncestralDiscreteScheduler(
       (``test_flow_pipelines.py::test_shift_terminal_at_one_step_is_finite_where_diffusers_is_nan``).
     - **Errors at once.** ``set_timesteps()`` without a count, ``sigmas`` outside ``(0, 1]``
       or increasing, lengths that disagree, a non-finite ``mu``, and bad config values raise
-      with a message naming the argument (``test_flow.py::test_scheduler_errors_are_clear``).
+      with a message naming the argument
+      (``test_flow.py::test_set_timesteps_rejects_bad_arguments_with_a_clear_error``).
     - **Precision.** Computes in float32, or in float64 when an input is float64 (diffusers
       always uses float32), and returns the model output's dtype, as diffusers does
       (``test_flow.py::test_float32_state_and_model_dtype_output``).
