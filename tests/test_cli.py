@@ -147,7 +147,7 @@ def test_flow_sampler_options_reach_the_flow_scheduler():
         (["sample", "--backend", "jax"], "invalid choice: 'jax'"),
         (["sample", "--out", "pic.jpg"], "--out 'pic.jpg' must end in .png"),
         (["sample", "--npy", "x.txt"], "--npy 'x.txt' must end in .npy"),
-        (["sample", "--out", "no/such/dir/x.png"], "directory 'no/such/dir' does not exist"),
+        (["sample", "--out", "no/such/dir/x.png"], "folder 'no/such/dir' does not exist"),
         (["sample", "--bogus"], "unrecognized arguments: --bogus"),
         (["sample", "--batch-size", "0"], "--batch-size must be between 1 and 100000, got 0"),
         (["sample", "--device", "cuda"], "--device cuda needs --backend torch"),

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import os
 import secrets
+from collections.abc import Sequence
 from pathlib import Path
 
-__all__ = ["write_bytes_atomic"]
+__all__ = ["OutputError", "check_writable", "write_bytes_atomic", "write_files_atomic"]
 
 
 def write_bytes_atomic(path: str | os.PathLike[str], data: bytes) -> None:
@@ -47,3 +48,106 @@ def write_bytes_atomic(path: str | os.PathLike[str], data: bytes) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+class OutputError(OSError):
+    """An output file could not be written; the message names it and what was kept."""
+
+
+def _temp_beside(path: Path, kind: str) -> Path:
+    return path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.{kind}")
+
+
+def check_writable(path: Path) -> str | None:
+    """Return why ``path`` cannot be written as an output, or ``None`` if it can.
+
+    Tries what the write will do (create a file beside it), so a read-only folder or file
+    system is found before any work. An existing file that nobody may write to (no write bit,
+    e.g. after ``chmod a-w``) is refused even where the process could override it (root):
+    a file its owner protected is never replaced.
+    """
+    folder = path.parent
+    if not folder.is_dir():
+        return f"folder {str(folder)!r} does not exist; create it first"
+    if path.is_dir():
+        return "is a folder; give a file name"
+    if path.exists() and (not os.access(path, os.W_OK) or not path.stat().st_mode & 0o222):
+        return "exists and is read-only; remove it or choose another name (it is never replaced)"
+    probe = _temp_beside(path, "probe")
+    try:
+        with open(probe, "xb"):
+            pass
+    except OSError as exc:
+        return f"cannot create a file in {str(folder)!r} ({exc.strerror or exc})"
+    finally:
+        probe.unlink(missing_ok=True)
+    return None
+
+
+def write_files_atomic(files: Sequence[tuple[str, Path, bytes]]) -> None:
+    """Write several files as one: after a failure each holds its old content (or is absent).
+
+    Every file is written in full to a temporary file beside it and flushed first; only then
+    are they renamed over their destinations, keeping a hard link to each old file until all
+    renames are done, so a failed rename puts the old files back. Temporary files are removed
+    on any exception, ``KeyboardInterrupt`` included.
+
+    Parameters
+    ----------
+    files : sequence of (label, path, data)
+        ``label`` names the file in errors (e.g. ``"--out"``).
+
+    Raises
+    ------
+    OutputError
+        Naming the file that failed and the reason; no destination was changed.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> d = Path(tempfile.mkdtemp())
+    >>> write_files_atomic([("a", d / "a.txt", b"1"), ("b", d / "b.txt", b"2")])
+    >>> sorted(p.name for p in d.iterdir()), (d / "b.txt").read_bytes()
+    (['a.txt', 'b.txt'], b'2')
+    """
+    temps: list[Path] = []
+    replaced: list[tuple[Path, Path | None, bool]] = []  # (destination, old file's link, existed)
+    label, path = "", Path()
+    try:
+        for label, path, data in files:  # noqa: B007 - label and path name a failure
+            tmp = _temp_beside(path, "tmp")
+            temps.append(tmp)
+            with open(tmp, "xb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+        for (label, path, _), tmp in zip(files, temps, strict=True):  # noqa: B007 - as above
+            existed, backup = os.path.lexists(path), None
+            if existed:
+                backup = _temp_beside(path, "old")
+                try:
+                    os.link(path, backup, follow_symlinks=False)
+                except OSError:  # no hard links here: this file cannot be put back
+                    backup = None
+            replaced.append((path, backup, existed))
+            os.replace(tmp, path)
+    except BaseException as exc:
+        for done, backup, existed in replaced:
+            if backup is not None:
+                os.replace(backup, done)  # the old file back (nothing happens if it never left)
+                backup.unlink(missing_ok=True)
+            elif not existed:
+                done.unlink(missing_ok=True)
+        for tmp in temps:
+            tmp.unlink(missing_ok=True)
+        if isinstance(exc, OSError) and not isinstance(exc, OutputError):
+            kept = "no output was changed" if len(files) > 1 else "it was not changed"
+            error = OutputError(
+                f"cannot write {label} {str(path)!r}: {exc.strerror or exc}; {kept}"
+            )
+            error.errno = exc.errno
+            raise error from exc
+        raise
+    for _, backup, _ in replaced:
+        if backup is not None:
+            backup.unlink(missing_ok=True)

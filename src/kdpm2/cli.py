@@ -24,12 +24,15 @@ exit code 2.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
 import io
 import math
+import signal
 import sys
+import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, NoReturn
@@ -38,7 +41,7 @@ import numpy as np
 
 from kdpm2._blocks import BLOCK, block_runner
 from kdpm2._distributed import Launch, PeerLostError, launch_from_env, record_error, shard
-from kdpm2._io import write_bytes_atomic
+from kdpm2._io import check_writable, write_files_atomic
 from kdpm2.demo.digits import DEMO_DIR, FLOW_DIR, IMAGE_SHAPE, WeightsError, load_digits_denoiser
 from kdpm2.demo.gmm import GaussianMixture2D, GMMDenoiser, default_mixture
 
@@ -213,13 +216,9 @@ def _check_suffix(option: str, path: Path, suffix: str) -> None:
 
 
 def _check_output_path(option: str, path: Path) -> None:
-    if not path.parent.is_dir():
-        raise UsageError(
-            f"{option} {str(path)!r}: directory {str(path.parent)!r} does not exist; "
-            "create it first."
-        )
-    if path.is_dir():
-        raise UsageError(f"{option} {str(path)!r} is a directory; give a file name.")
+    problem = check_writable(path)
+    if problem is not None:
+        raise UsageError(f"{option} {str(path)!r}: {problem}.")
 
 
 def parse_args(argv: Sequence[str] | None = None) -> SampleOptions:
@@ -643,7 +642,9 @@ def render(output: np.ndarray, model: Literal["digits", "digits-flow", "gmm"]) -
 
 
 def write_outputs(options: SampleOptions, output: np.ndarray) -> list[Path]:
-    """Write the PNG and, if asked for, the ``.npy`` file, each atomically.
+    """Write the PNG and, if asked for, the ``.npy`` file, as one: both new, or both old.
+
+    See :func:`kdpm2._io.write_files_atomic`; an error names the file that failed.
 
     Parameters
     ----------
@@ -656,14 +657,13 @@ def write_outputs(options: SampleOptions, output: np.ndarray) -> list[Path]:
     list of pathlib.Path
         The files written.
     """
-    write_bytes_atomic(options.out, render(output, options.model))
-    written = [options.out]
+    files = [("--out", options.out, render(output, options.model))]
     if options.npy is not None:
         buffer = io.BytesIO()
         np.save(buffer, output, allow_pickle=False)
-        write_bytes_atomic(options.npy, buffer.getvalue())
-        written.append(options.npy)
-    return written
+        files.append(("--npy", options.npy, buffer.getvalue()))
+    write_files_atomic(files)
+    return [path for _, path, _ in files]
 
 
 def _summary(
@@ -792,7 +792,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     -------
     int
         0 on success, 2 for a bad command line, 1 when the bundled model or an output file
-        cannot be used. Errors are one line on stderr, without a traceback.
+        cannot be used, 130 after Ctrl-C (SIGINT) and 143 after SIGTERM. Errors are one line
+        on stderr, without a traceback. An interrupted or failed run leaves the output files as
+        they were (no temporary file either).
 
     Notes
     -----
@@ -802,6 +804,39 @@ def main(argv: Sequence[str] | None = None) -> int:
     reports its own error, labelled with its rank, and exits 1 while the others stop without
     writing anything and exit 0, so that the launcher's summary names the one that failed.
     """
+    with _sigterm_raises():
+        try:
+            return _main(argv)
+        except KeyboardInterrupt:
+            print(f"{PROG}: interrupted (Ctrl-C); no output file was changed", file=sys.stderr)
+            return 130
+        except Terminated:
+            print(f"{PROG}: terminated (SIGTERM); no output file was changed", file=sys.stderr)
+            return 143
+
+
+class Terminated(BaseException):
+    """SIGTERM arrived: raised in the main thread so that clean-up code runs, as for Ctrl-C."""
+
+
+@contextlib.contextmanager
+def _sigterm_raises() -> Iterator[None]:
+    """Turn SIGTERM into :class:`Terminated` for the length of the block (main thread only)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        raise Terminated
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _main(argv: Sequence[str] | None) -> int:
     try:
         launch = launch_from_env()
     except ValueError as exc:

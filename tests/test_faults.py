@@ -1,0 +1,180 @@
+"""Faults around `kdpm2 sample`: protected files, a full disk, signals, interrupted writes.
+
+Each test injects one fault (a read-only target, a file-size limit standing in for a full
+disk, SIGTERM or SIGINT while sampling, an interrupt or a failed rename in the middle of the
+write) and checks the promise: the outputs are both old or both new, no temporary file is
+left, and the user reads one line that names the file and the way out.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from kdpm2 import _io, cli
+
+SRC = Path(__file__).resolve().parents[1] / "src"
+
+
+def _env():
+    env = {k: v for k, v in os.environ.items() if k not in ("WORLD_SIZE", "RANK", "LOCAL_RANK")}
+    env["PYTHONPATH"] = os.pathsep.join([str(SRC), env.get("PYTHONPATH", "")])
+    return env
+
+
+def _old_outputs(folder):
+    """An earlier run's two files, to check that a failed run keeps them."""
+    png, npy = folder / "x.png", folder / "x.npy"
+    png.write_bytes(b"old picture")
+    npy.write_bytes(b"old numbers")
+    return png, npy
+
+
+def _only(folder, *names):
+    return sorted(p.name for p in folder.iterdir()) == sorted(names)
+
+
+def test_a_read_only_npy_is_never_replaced(tmp_path, capsys):
+    """If this fails, a file the user protected with chmod a-w is overwritten (even by root,
+    which could), or the refusal comes after the sampling work or without naming the file."""
+    png, npy = _old_outputs(tmp_path)
+    npy.chmod(0o444)
+    code = cli.main(["sample", "-q", "--out", str(png), "--npy", str(npy)])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert [f"kdpm2: error: --npy {str(npy)!r}: exists and is read-only"] == [
+        line.split("; remove")[0] for line in err.splitlines()
+    ]
+    assert (png.read_bytes(), npy.read_bytes()) == (b"old picture", b"old numbers")
+    assert npy.stat().st_mode & 0o777 == 0o444
+
+
+def _limit_file_size(limit):
+    def preexec():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails (EFBIG)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    return preexec
+
+
+def test_a_full_disk_keeps_both_old_files_and_names_the_one_that_failed(tmp_path):
+    """If this fails, a disk that fills between the PNG and the .npy leaves a new picture
+    beside old numbers (or a temporary file), or the message does not say which file."""
+    png, npy = _old_outputs(tmp_path)
+    # the PNG of 1000 digits (about 42 kB) fits under the limit, the .npy (256 kB) does not
+    result = subprocess.run(
+        [sys.executable, "-m", "kdpm2", "sample", "-q", "--num-samples", "1000", "--steps", "2",
+         "--out", str(png), "--npy", str(npy)],
+        capture_output=True, text=True, env=_env(), timeout=300, check=False,
+        preexec_fn=_limit_file_size(100_000),
+    )  # fmt: skip
+    assert result.returncode == 1, result.stderr
+    assert [f"kdpm2: error: cannot write --npy {str(npy)!r}: File too large; no output was "
+            "changed"] == result.stderr.splitlines()  # fmt: skip
+    assert (png.read_bytes(), npy.read_bytes()) == (b"old picture", b"old numbers")
+    assert _only(tmp_path, "x.png", "x.npy")
+
+
+@pytest.mark.parametrize(
+    ("signum", "code", "name"),
+    [(signal.SIGTERM, 143, "terminated"), (signal.SIGINT, 130, "interrupted")],
+)
+def test_a_signal_while_sampling_is_one_line_and_leaves_the_old_files(signum, code, name, tmp_path):
+    """If this fails, SIGTERM or Ctrl-C prints a traceback, exits with another code, or
+    leaves a changed output or a temporary file."""
+    png, npy = _old_outputs(tmp_path)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "kdpm2", "sample", "--num-samples", "100000", "--steps", "50",
+         "--out", str(png), "--npy", str(npy)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(),
+    )  # fmt: skip
+    time.sleep(3)  # well into the sampling (100000 digits take minutes)
+    process.send_signal(signum)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == code, err
+    assert err.splitlines()[-1].startswith(f"kdpm2: {name} ("), err
+    assert "Traceback" not in err
+    assert (png.read_bytes(), npy.read_bytes()) == (b"old picture", b"old numbers")
+    assert _only(tmp_path, "x.png", "x.npy")
+
+
+def test_an_interrupt_in_the_middle_of_the_write_keeps_both_old_files(tmp_path, monkeypatch):
+    """If this fails, Ctrl-C after the first file is flushed leaves it replaced (or its
+    temporary file behind) while the second is old."""
+    png, npy = _old_outputs(tmp_path)
+    calls = []
+
+    def fsync(fd):
+        calls.append(fd)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    with pytest.raises(KeyboardInterrupt):
+        _io.write_files_atomic([("--out", png, b"new picture"), ("--npy", npy, b"new numbers")])
+    assert (png.read_bytes(), npy.read_bytes()) == (b"old picture", b"old numbers")
+    assert _only(tmp_path, "x.png", "x.npy")
+
+
+@pytest.mark.parametrize("had_npy", [True, False])
+def test_a_failed_second_rename_puts_the_first_file_back(tmp_path, monkeypatch, had_npy):
+    """If this fails, a rename that fails after the first one leaves the pair mixed: a new
+    picture with old (or no) numbers, or a stray link to the old file."""
+    png, npy = _old_outputs(tmp_path)
+    if not had_npy:
+        npy.unlink()
+    real = os.replace
+    renames = []
+
+    def replace(src, dst):
+        renames.append(dst)
+        if Path(dst) == npy and Path(src).suffix == ".tmp":
+            raise OSError(5, "Input/output error")
+        return real(src, dst)
+
+    monkeypatch.setattr(os, "replace", replace)
+    with pytest.raises(_io.OutputError, match=r"cannot write --npy .*; no output was changed"):
+        _io.write_files_atomic([("--out", png, b"new picture"), ("--npy", npy, b"new numbers")])
+    assert png.read_bytes() == b"old picture"
+    if had_npy:
+        assert npy.read_bytes() == b"old numbers"
+        assert _only(tmp_path, "x.png", "x.npy")
+    else:
+        assert _only(tmp_path, "x.png")
+    assert png in [Path(p) for p in renames]  # the first file was replaced, then put back
+
+
+def test_a_successful_write_replaces_both_and_leaves_nothing_else(tmp_path):
+    """If this fails, a normal write leaves a backup link or a temporary file behind."""
+    png, npy = _old_outputs(tmp_path)
+    _io.write_files_atomic([("--out", png, b"new picture"), ("--npy", npy, b"new numbers")])
+    assert (png.read_bytes(), npy.read_bytes()) == (b"new picture", b"new numbers")
+    assert _only(tmp_path, "x.png", "x.npy")
+
+
+def test_outputs_are_checked_before_any_work(tmp_path, capsys, monkeypatch):
+    """If this fails, an output that cannot be written is found only after all the sampling."""
+    monkeypatch.setattr(cli, "sample", lambda *a, **k: pytest.fail("sampled before the check"))
+    target = tmp_path / "folder.png"
+    target.mkdir()
+    assert cli.main(["sample", "-q", "--out", str(target)]) == 2
+    assert f"--out {str(target)!r}: is a folder" in capsys.readouterr().err
+
+
+def test_the_samples_written_are_the_samples_drawn(tmp_path):
+    """If this fails, the pair write changed the bytes of a normal run's .npy."""
+    png, npy = tmp_path / "a.png", tmp_path / "a.npy"
+    assert cli.main(["sample", "-q", "--num-samples", "5", "--steps", "2", "--out", str(png),
+                     "--npy", str(npy)]) == 0  # fmt: skip
+    options = cli.SampleOptions(num_samples=5, steps=2)
+    model, scheduler = cli.build_model(options), cli.build_scheduler(options)
+    drawn = cli.sample(model, scheduler, num_samples=5, sample_shape=(64,), seed=0)
+    np.testing.assert_array_equal(cli.to_output(drawn, "digits"), np.load(npy))
