@@ -9,8 +9,11 @@ with several blocks of samples and 2 sampler steps.
 from __future__ import annotations
 
 import os
+import signal
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -124,3 +127,97 @@ def test_a_failing_process_stops_the_run_with_its_one_line_error(tmp_path):
     # torchrun's summary names rank 1 as the root cause, with our line
     assert f"traceback : rank 1 of 2: the digits weights file {bad}" in result.stderr
     assert list(out.iterdir()) == []
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_a_lone_rank_gives_up_after_its_timeout_with_one_line(tmp_path):
+    """If this fails, a process whose peers never come waits silently (torch's default is 30
+    minutes), or its message does not say whom it waited for and where."""
+    env = _env()
+    port = _free_port()
+    env.update(WORLD_SIZE="2", RANK="0", LOCAL_RANK="0", MASTER_PORT=str(port))
+    start = time.monotonic()
+    result = subprocess.run(
+        [sys.executable, "-m", "kdpm2", "sample", "-q", "--timeout", "3",
+         "--out", str(tmp_path / "x.png")],
+        capture_output=True, text=True, env=env, timeout=120, check=False, cwd=tmp_path,
+    )  # fmt: skip
+    assert time.monotonic() - start < 60
+    assert result.returncode == 1
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith(
+        f"kdpm2: error: rank 0 of 2: could not join the other 1 process(es) at "
+        f"127.0.0.1:{port} within 3 s"
+    ), lines
+    assert list(tmp_path.iterdir()) == []
+
+
+def _node(rank, port, out, *extra):
+    """One of two simulated machines: a torchrun launcher with 1 process, rendezvous on
+    127.0.0.1 (what `torchrun --nnodes 2 --node-rank R --rdzv-endpoint host0:port` does)."""
+    command = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2",
+               "--node-rank", str(rank), "--nproc-per-node", "1", "--rdzv-backend", "c10d",
+               "--rdzv-endpoint", f"127.0.0.1:{port}", "--rdzv-id", "kdpm2-test",
+               "--module", "kdpm2", "sample", *ARGS, "--out", str(out / "x.png"),
+               "--npy", str(out / "x.npy"), *extra]  # fmt: skip
+    return subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(),
+        cwd=out,
+    )  # fmt: skip
+
+
+@pytest.mark.slow
+def test_two_machines_simulated_on_one_give_the_single_process_bits(tmp_path):
+    """If this fails, a run across two launchers (as on two machines) draws other samples than
+    one process, or both machines write."""
+    single = _single("numpy", tmp_path)
+    port = _free_port()
+    outs = [tmp_path / "node0", tmp_path / "node1"]
+    for out in outs:
+        out.mkdir()
+    nodes = [_node(rank, port, out) for rank, out in enumerate(outs)]
+    results = [node.communicate(timeout=300) for node in nodes]
+    assert [node.returncode for node in nodes] == [0, 0], [r[1][-2000:] for r in results]
+    np.testing.assert_array_equal(single, np.load(outs[0] / "x.npy"))
+    assert list(outs[1].iterdir()) == []  # only rank 0's machine writes
+
+
+def _kill_everything_in(folder):
+    """Kill every process whose working directory is ``folder``: a machine that dies."""
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and os.readlink(proc / "cwd") == str(folder):
+                os.kill(int(proc.name), signal.SIGKILL)
+        except OSError:
+            pass
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/cwd").exists(), reason="finds processes through /proc")
+def test_a_killed_machine_ends_the_other_with_an_error_and_no_file(tmp_path):
+    """If this fails, the surviving machine of a two-machine run hangs after its peer died
+    (launcher and worker killed), exits 0, or writes a partial result. It notices at its next
+    meeting point with the others: the end of its shard, or --timeout seconds after it."""
+    port = _free_port()
+    outs = [tmp_path / "node0", tmp_path / "node1"]
+    for out in outs:
+        out.mkdir()
+    long = ("--num-samples", "30000", "--steps", "30", "--timeout", "20")
+    nodes = [_node(rank, port, out, *long) for rank, out in enumerate(outs)]
+    time.sleep(12)  # both have joined and are sampling
+    _kill_everything_in(outs[1])
+    nodes[1].communicate(timeout=60)
+    _, err = nodes[0].communicate(timeout=300)
+    assert nodes[0].returncode != 0, err[-2000:]
+    # our line if node 0's worker met the loss, torchrun's if its launcher did first (the
+    # rendezvous store may live on either launcher when both run on one host)
+    assert ("rank 0 of 2: lost contact with the other processes" in err) or (
+        "RendezvousConnectionError" in err
+    ), err[-2000:]
+    assert list(outs[0].iterdir()) == []

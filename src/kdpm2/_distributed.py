@@ -164,9 +164,13 @@ class ProcessGroup:
     ----------
     launch : Launch
     device : {'cpu', 'cuda'}
+    timeout : float, default 300
+        Seconds to wait for the other processes, at the start and in each collective.
     """
 
-    def __init__(self, launch: Launch, device: str = "cpu") -> None:
+    def __init__(self, launch: Launch, device: str = "cpu", *, timeout: float = 300.0) -> None:
+        import datetime
+
         import torch
         import torch.distributed as dist
 
@@ -181,13 +185,21 @@ class ProcessGroup:
             self.device = torch.device("cpu")
             backend = "gloo"
         self.backend = backend
+        self.timeout = timeout
+        address = f"{os.environ.get('MASTER_ADDR', '?')}:{os.environ.get('MASTER_PORT', '?')}"
         try:
-            dist.init_process_group(backend=backend, rank=launch.rank, world_size=launch.world_size)
+            dist.init_process_group(
+                backend=backend,
+                rank=launch.rank,
+                world_size=launch.world_size,
+                timeout=datetime.timedelta(seconds=timeout),
+            )
         except (RuntimeError, ValueError) as exc:
             raise PeerLostError(
-                f"could not join the other processes ({backend}: {_first_line(exc)}); check "
-                "MASTER_ADDR and MASTER_PORT, and on several machines the network interface "
-                "(GLOO_SOCKET_IFNAME / NCCL_SOCKET_IFNAME)."
+                f"could not join the other {launch.world_size - 1} process(es) at {address} "
+                f"within {timeout:g} s ({backend}: {_first_line(exc)}); start all of them (with "
+                "torchrun), check MASTER_ADDR and MASTER_PORT, and on several machines the "
+                "network interface (GLOO_SOCKET_IFNAME / NCCL_SOCKET_IFNAME)."
             ) from None
 
     def _collective(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> None:
@@ -195,8 +207,9 @@ class ProcessGroup:
             fn(*args, **kwargs)
         except RuntimeError as exc:  # torch's DistBackendError and gloo's errors derive from it
             raise PeerLostError(
-                f"lost contact with the other processes while {what} ({_first_line(exc)}); "
-                "another process has probably failed: see its error."
+                f"lost contact with the other processes while {what}, or none answered within "
+                f"{self.timeout:g} s ({_first_line(exc)}); another process has probably failed "
+                "or stopped: see its error."
             ) from None
 
     def any_failed(self, failed: bool) -> bool:

@@ -62,6 +62,9 @@ MAX_STEPS = 1000
 MAX_SAMPLES = 100_000
 MAX_SEED = 2**64 - 1  # what a torch.Generator takes; NumPy takes the same range here
 DEFAULT_BATCH_SIZE = 1024
+#: Seconds a process of a shared run waits for the others (torch's own default is 30 minutes).
+DEFAULT_TIMEOUT = 300.0
+MAX_TIMEOUT = 86_400.0
 #: Fewest steps at which the digits pass the README's quality check, per sigma spacing
 #: (``scripts/quality_table.py``: default spacing passes at 20, Karras at 10).
 QUALITY_STEPS = {"default": 20, "karras": 10}
@@ -115,6 +118,9 @@ class SampleOptions:
         Samples per sampling loop (bounds memory); the samples do not depend on it.
     device : {'cpu', 'cuda'}
         Where torch computes (``--backend torch`` only).
+    timeout : float
+        Seconds a process of a shared run waits for the others, at the start and at each
+        meeting point, before it gives up with an error.
     """
 
     model: Literal["digits", "digits-flow", "gmm"] = "digits"
@@ -129,6 +135,7 @@ class SampleOptions:
     quiet: bool = False
     batch_size: int = DEFAULT_BATCH_SIZE
     device: Literal["cpu", "cuda"] = "cpu"
+    timeout: float = DEFAULT_TIMEOUT
 
 
 class _Parser(argparse.ArgumentParser):
@@ -205,6 +212,14 @@ def _build_parser() -> argparse.ArgumentParser:
         f"not depend on it; multiples of {BLOCK} waste no work (default: {DEFAULT_BATCH_SIZE})",
     )
     sub.add_argument(
+        "--timeout",
+        type=float,
+        default=DEFAULT_TIMEOUT,
+        metavar="SECONDS",
+        help="under torchrun: how long a process waits for the others to start and at each "
+        f"meeting point before it stops with an error (default: {DEFAULT_TIMEOUT:g})",
+    )
+    sub.add_argument(
         "-q", "--quiet", action="store_true", help="no progress bar and no summary line"
     )
     return parser
@@ -266,6 +281,10 @@ def parse_args(argv: Sequence[str] | None = None) -> SampleOptions:
             f"bounds memory, so any value gives the same samples (multiples of {BLOCK} are "
             "fastest)."
         )
+    if not 1.0 <= ns.timeout <= MAX_TIMEOUT:  # also rejects nan
+        raise UsageError(
+            f"--timeout must be between 1 and {MAX_TIMEOUT:g} seconds, got {ns.timeout}."
+        )
     if ns.device == "cuda" and ns.backend != "torch":
         raise UsageError("--device cuda needs --backend torch; add --backend torch.")
     _check_suffix("--out", ns.out, ".png")
@@ -284,6 +303,7 @@ def parse_args(argv: Sequence[str] | None = None) -> SampleOptions:
         quiet=ns.quiet,
         batch_size=ns.batch_size,
         device=ns.device,
+        timeout=ns.timeout,
     )
 
 
@@ -726,7 +746,7 @@ def _run_distributed(options: SampleOptions, launch: Launch) -> int:
 
     writer = launch.rank == 0
     try:
-        group = ProcessGroup(launch, options.device)
+        group = ProcessGroup(launch, options.device, timeout=options.timeout)
     except PeerLostError as exc:
         return _rank_error(launch, exc)
     try:
