@@ -18,14 +18,15 @@ def configs(draw, *, max_train=10000):
         "num_train_timesteps": t,
         "beta_schedule": draw(beta_schedules),
         "timestep_spacing": draw(spacings),
-        "steps_offset": draw(st.integers(0, 1)),
+        "steps_offset": draw(st.integers(0, 1) | st.integers(0, t)),
         "prediction_type": draw(prediction_types),
         "eta": draw(st.sampled_from([0.0, 0.5, 1.0])),
         "discard_penultimate_sigma": draw(st.booleans()),
     }
-    start = draw(st.floats(1e-5, 0.02))
+    # the usual range, or any magnitude down to the smallest beta float32 resolves (1e-7)
+    start = draw(st.floats(1e-5, 0.02) | st.floats(-7.0, -0.31).map(lambda e: 10.0**e))
     cfg["beta_start"] = start
-    cfg["beta_end"] = draw(st.floats(start, 0.05))
+    cfg["beta_end"] = draw(st.floats(start, max(start, 0.05)) | st.floats(start, 0.999))
     if draw(st.booleans()) and t > 1:
         # explicit betas: a random smooth curve between the drawn ends (lists of up to 10000
         # floats drawn one by one would make the search slow without finding more)

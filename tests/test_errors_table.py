@@ -48,8 +48,12 @@ def namespace(tmp_path):
     (tmp_path / "bad_json" / "scheduler_config.json").write_text('{"eta": 1.0, ,}')
     (tmp_path / "bad_type").mkdir()
     (tmp_path / "bad_type" / "scheduler_config.json").write_text('{"use_karras_sigmas": "yes"}')
+    mid = S()
+    mid.set_timesteps(2)
+    mid.step(x, mid.timesteps[0], x)
     return {
         "S": S,
+        "mid": mid,
         "K": kdpm2.scheduler.KDPM2AncestralDiscreteScheduler,
         "F": kdpm2.FlowMatchKDPM2AncestralDiscreteScheduler,
         "half": half,

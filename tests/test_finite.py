@@ -52,3 +52,36 @@ def test_torch_loops_stay_finite(case, dtype_name):
     x = _loop(sch, x, torch.tanh, gen)
     assert x.dtype == dtype
     assert bool(torch.isfinite(x).all())
+
+
+def _magnitudes():
+    tiny_to_large = st.floats(-40.0, 0.0).map(lambda e: 10.0**e)
+    return st.fixed_dictionaries(
+        {"beta_start": tiny_to_large, "steps_offset": st.integers(0, 10**40)},
+        optional={
+            "beta_end": tiny_to_large,
+            "trained_betas": st.lists(tiny_to_large, min_size=3, max_size=3),
+            "use_karras_sigmas": st.booleans(),
+            "use_exponential_sigmas": st.booleans(),
+            "timestep_spacing": st.sampled_from(["linspace", "leading", "trailing"]),
+        },
+    )
+
+
+@given(_magnitudes(), st.integers(1, 12))
+def test_extreme_magnitudes_are_finite_or_rejected_at_the_boundary(cfg, n):
+    """If this fails, a config with betas from 1e-40 to 1 or a huge steps_offset gives a NaN
+    or inf schedule, or fails with something else than a clear ValueError where it is built."""
+    cfg = {"num_train_timesteps": 3 if "trained_betas" in cfg else 1000, **cfg}
+    if cfg.get("use_karras_sigmas") and cfg.get("use_exponential_sigmas"):
+        cfg["use_exponential_sigmas"] = False
+    try:
+        sch = Scheduler(**cfg)
+        sch.set_timesteps(n)
+    except ValueError:
+        return  # rejected at the boundary, with a message (docs/errors.md has examples)
+    tables = sch.schedule
+    for table in (tables.timesteps, tables.sigmas, tables.sigmas_mid, tables.sigmas_up,
+                  tables.sigmas_down, tables.input_scales):  # fmt: skip
+        assert np.isfinite(table).all(), (cfg, n, table)
+    assert float(sch.init_noise_sigma) > 0

@@ -9,7 +9,12 @@ import numpy as np
 import pytest
 from hypothesis import assume, given
 
-from kdpm2.schedule import ancestral_split_table, make_schedule, make_train_schedule
+from kdpm2.schedule import (
+    ancestral_split_table,
+    make_schedule,
+    make_train_schedule,
+    train_schedule_from_config,
+)
 from tests.strategies import config_and_steps
 
 
@@ -52,9 +57,15 @@ def test_ancestral_split_preserves_variance(case):
 @given(config_and_steps(max_train=1200, max_steps=100))
 def test_base_sigmas_decrease_strictly_when_steps_fit(case):
     """If this fails, a schedule with n <= T repeats or raises a noise level, so a step makes
-    no progress (or goes backwards)."""
+    no progress (or goes backwards). Where alphas_cumprod underflows float32 (betas near 1 over
+    many timesteps) the training sigmas are floored at one finite value (a documented
+    difference from diffusers' inf), and steps through that floor repeat it; a steps_offset
+    above 1 with leading spacing pushes timesteps past T - 1, where diffusers clamps them onto
+    one level too: both excluded here."""
     cfg, n = case
     assume(n <= cfg["num_train_timesteps"] - 1 and cfg["num_train_timesteps"] >= 2)
+    assume(cfg["timestep_spacing"] != "leading" or cfg["steps_offset"] <= 1)
+    assume(np.all(np.diff(train_schedule_from_config(cfg).sigmas) > 0))
     s = _valid(cfg, n)
     assert np.all(np.diff(s.sigmas) < 0), s.sigmas
 

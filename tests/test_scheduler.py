@@ -367,3 +367,22 @@ def test_a_config_change_takes_effect_at_the_next_set_timesteps():
     sch._internal_dict = type(sch.config)({**sch.config, "steps_offset": 1})
     sch.set_timesteps(5)
     assert sch.timesteps[0] == 801
+
+
+@pytest.mark.parametrize("family", ["diffusion", "flow"])
+def test_an_empty_batch_runs_a_whole_loop(family):
+    """If this fails, a batch of 0 samples (one generator per sample: none) raises instead of
+    giving 0 samples, as a pipeline that filtered out every prompt would see."""
+    import kdpm2
+
+    cls = (
+        kdpm2.KDPM2AncestralDiscreteScheduler
+        if family == "diffusion"
+        else kdpm2.FlowMatchKDPM2AncestralDiscreteScheduler
+    )
+    sch = cls()
+    sch.set_timesteps(3)
+    x = np.zeros((0, 4), np.float32)
+    for t in sch.timesteps:
+        x = sch.step(sch.scale_model_input(x, t), t, x, generator=[]).prev_sample
+    assert (x.shape, x.dtype) == ((0, 4), np.float32)

@@ -253,6 +253,12 @@ class SchedulerLoop(Generic[S]):
                 "was not taken by this scheduler; start loops at an even index "
                 "(set_begin_index(2 * k))."
             )
+        if not is_first_half(k) and tuple(self.sample.shape) != tuple(sample.shape):
+            raise ValueError(
+                f"sample has shape {tuple(sample.shape)} but the first half of this step had "
+                f"{tuple(self.sample.shape)}; both calls of a DPM2 step must see the same "
+                "batch (call set_timesteps() to start a new loop for another batch)."
+            )
         return k
 
     def _noising_indices(

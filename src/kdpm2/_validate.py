@@ -37,6 +37,43 @@ __all__ = [
 ]
 
 
+#: Largest num_train_timesteps (diffusers' models use 1000): the training tables cost O(T).
+MAX_TRAIN_TIMESTEPS = 1_000_000
+#: Largest num_inference_steps: each step's tables are O(N) floats.
+MAX_INFERENCE_STEPS = 100_000
+#: Largest |mu| of a flow schedule's resolution-dependent shift (Flux uses about 0.5 to 1.2).
+MAX_ABS_MU = 100.0
+_TRAIN_STEPS = f"an integer in [1, {MAX_TRAIN_TIMESTEPS}]"
+
+
+def check_inference_steps(value: object) -> int:
+    """Check ``num_inference_steps``: an integer in ``[1, MAX_INFERENCE_STEPS]``."""
+    return check_int(
+        "num_inference_steps",
+        value,
+        lambda v: 1 <= v <= MAX_INFERENCE_STEPS,
+        f"an integer in [1, {MAX_INFERENCE_STEPS}] (the number of denoising steps)",
+    )
+
+
+def check_train_timesteps(value: object) -> int:
+    """Check ``num_train_timesteps``: an integer in ``[1, MAX_TRAIN_TIMESTEPS]``."""
+    return check_int(
+        "num_train_timesteps", value, lambda v: 1 <= v <= MAX_TRAIN_TIMESTEPS, _TRAIN_STEPS
+    )
+
+
+def _check_resolvable_beta(name: str, beta: float) -> None:
+    # diffusers builds the schedule in float32: a beta below half an ulp of 1 vanishes in
+    # 1 - beta, so the first noise level is 0 and every log-sigma lookup gives NaN
+    if not np.float32(1) - np.float32(beta) < 1:
+        raise ValueError(
+            f"{name}={beta!r} is too small: 1 - {name} rounds to 1 in float32 (the precision "
+            "the schedule is built in), so the first noise level would be 0; use a value >= "
+            "1e-07."
+        )
+
+
 def a_type(value: object) -> str:
     """Name ``value``'s type with its article: ``"a str"``, ``"an int"``."""
     name = type(value).__name__
@@ -109,15 +146,14 @@ def validate_config(cfg: Mapping[str, Any]) -> None:
     _check_choice("beta_schedule", cfg["beta_schedule"], BETA_SCHEDULES)
     _check_choice("prediction_type", cfg["prediction_type"], PREDICTION_TYPES)
     _check_choice("timestep_spacing", cfg["timestep_spacing"], TIMESTEP_SPACINGS)
-    t = check_int("num_train_timesteps", cfg["num_train_timesteps"], positive, "an integer >= 1")
+    t = check_train_timesteps(cfg["num_train_timesteps"])
     betas = cfg["trained_betas"]
     if betas is not None:
-        arr = np.asarray(betas, dtype=np.float64) if not isinstance(betas, str) else None
-        if arr is None or arr.ndim != 1 or len(arr) != t:
-            got = "a string" if arr is None else f"shape {arr.shape}"
+        arr = _numbers_1d("trained_betas", betas)
+        if len(arr) != t:
             raise ValueError(
-                f"trained_betas has {got} but num_train_timesteps={t}; pass one beta per "
-                f"training timestep (a 1-D sequence of length {t})."
+                f"trained_betas has shape {arr.shape} but num_train_timesteps={t}; pass one "
+                f"beta per training timestep (a 1-D sequence of length {t})."
             )
         if not np.all((arr > 0) & (arr < 1)):
             bad = float(arr[~((arr > 0) & (arr < 1))][0])
@@ -125,6 +161,7 @@ def validate_config(cfg: Mapping[str, Any]) -> None:
                 f"trained_betas contains {bad!r}, outside (0, 1); every beta must be a variance "
                 "fraction strictly between 0 and 1."
             )
+        _check_resolvable_beta("min(trained_betas)", float(arr.min()))
     elif cfg["beta_schedule"] != "squaredcos_cap_v2":
         start = _check_fraction("beta_start", cfg["beta_start"])
         end = _check_fraction("beta_end", cfg["beta_end"])
@@ -132,6 +169,7 @@ def validate_config(cfg: Mapping[str, Any]) -> None:
             raise ValueError(
                 f"beta_start={start!r} is larger than beta_end={end!r}; betas must not decrease."
             )
+        _check_resolvable_beta("beta_start", start)
     for key in (
         "use_karras_sigmas",
         "use_exponential_sigmas",
@@ -140,7 +178,12 @@ def validate_config(cfg: Mapping[str, Any]) -> None:
     ):
         _check_bool(key, cfg[key])
     _check_respacing(cfg)
-    check_int("steps_offset", cfg["steps_offset"], lambda v: v >= 0, "an integer >= 0")
+    check_int(
+        "steps_offset",
+        cfg["steps_offset"],
+        lambda v: 0 <= v <= t,
+        f"an integer in [0, {t}] (at most num_train_timesteps; diffusers' models use 0 or 1)",
+    )
     check_eta(cfg["eta"])
     check_s_noise(cfg["s_noise"])
 
@@ -157,7 +200,7 @@ def validate_flow_config(cfg: Mapping[str, Any]) -> None:
     ImportError
         ``use_beta_sigmas=True`` without scipy.
     """
-    check_int("num_train_timesteps", cfg["num_train_timesteps"], positive, "an integer >= 1")
+    check_train_timesteps(cfg["num_train_timesteps"])
     _check_number("shift", cfg["shift"], "a finite number > 0")
     if not (math.isfinite(float(cfg["shift"])) and float(cfg["shift"]) > 0):
         raise ValueError(
@@ -192,6 +235,21 @@ def validate_flow_config(cfg: Mapping[str, Any]) -> None:
     _check_respacing(cfg)
     check_eta(cfg["eta"])
     check_s_noise(cfg["s_noise"])
+
+
+def _numbers_1d(name: str, values: object) -> np.ndarray:
+    """Read a 1-D sequence of real numbers (not strings, not ragged) as a float64 array."""
+    accepted = "a 1-D sequence of numbers"
+    if isinstance(values, str | bytes | Mapping):
+        raise ValueError(f"{name} is {a_type(values)}; expected {accepted}.")
+    try:
+        arr = np.asarray(values)
+    except (ValueError, TypeError):  # ragged nested sequences
+        raise ValueError(f"{name} is a ragged or mixed sequence; expected {accepted}.") from None
+    if arr.ndim != 1 or arr.dtype.kind not in "fiu":
+        what = f"dtype {arr.dtype}" if arr.ndim == 1 else f"shape {arr.shape}"
+        raise ValueError(f"{name} has {what}; expected {accepted}.")
+    return arr.astype(np.float64)
 
 
 def _check_respacing(cfg: Mapping[str, Any]) -> None:
@@ -376,6 +434,11 @@ def check_step_inputs(model_output: Any, sample: Any, generator: Any) -> None:
         raise TypeError(
             f"sample has dtype {sample.dtype}, not a floating-point type; convert it, e.g. "
             "sample.float() or sample.astype(np.float32)."
+        )
+    if model_output.is_complex() if torch_in else model_output.dtype.kind == "c":
+        raise TypeError(
+            f"model_output has dtype {model_output.dtype}, a complex type; a model's output "
+            "is real: pass its real part (model_output.real) if the imaginary part is 0."
         )
     if model_output.shape != sample.shape:
         raise ValueError(

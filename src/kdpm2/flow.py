@@ -24,11 +24,11 @@ import numpy as np
 from . import _math, _xp, noise
 from ._loop import SchedulerLoop, as_int, to_output
 from ._validate import (
+    MAX_ABS_MU,
     check_array,
     check_flow_levels,
-    check_int,
+    check_inference_steps,
     flow_levels_of,
-    positive,
     to_scalar,
     validate_flow_config,
 )
@@ -338,12 +338,7 @@ class FlowMatchKDPM2AncestralSchedulerCore(SchedulerLoop[FlowSchedule]):
         """
         n = None
         if num_inference_steps is not None:
-            n = check_int(
-                "num_inference_steps",
-                as_int(num_inference_steps),
-                positive,
-                "an integer >= 1 (the number of denoising steps)",
-            )
+            n = check_inference_steps(as_int(num_inference_steps))
         custom_s = None if sigmas is None else flow_levels_of("sigmas", sigmas)
         custom_t = None if timesteps is None else flow_levels_of("timesteps", timesteps)
         lengths = {
@@ -371,9 +366,12 @@ class FlowMatchKDPM2AncestralSchedulerCore(SchedulerLoop[FlowSchedule]):
                     "resolution-dependent shift (pipelines compute it from the image size)."
                 )
             mu = to_scalar("mu", mu, "a finite number")
-            if not math.isfinite(mu):
-                raise ValueError(f"mu={mu!r} is invalid; expected a finite number.")
-        count = next(iter(lengths.values()))
+            if not (math.isfinite(mu) and abs(mu) <= MAX_ABS_MU):
+                raise ValueError(
+                    f"mu={mu!r} is invalid; expected a finite number in [-{MAX_ABS_MU:g}, "
+                    f"{MAX_ABS_MU:g}] (Flux's pipelines give about 0.5 to 1.2)."
+                )
+        count = check_inference_steps(next(iter(lengths.values())))
         first, given_t = flow_sigmas(
             cfg, count, shift=self._shift, sigmas=custom_s, mu=mu, timesteps=custom_t
         )

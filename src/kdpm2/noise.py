@@ -129,6 +129,8 @@ def draw(like: Any, generator: Any = None) -> Any:
     many = isinstance(gens, (list, tuple))
     if many and len(gens) == 1:
         gens, many = gens[0], False
+    if many and not gens:  # an empty batch, one generator per sample: nothing to draw
+        return like * 0
     if isinstance(like, np.ndarray):
         dtype = like.dtype.type
         if many:

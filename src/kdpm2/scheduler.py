@@ -18,8 +18,8 @@ from . import _math, _xp, noise
 from ._loop import SchedulerLoop, TimestepNotInScheduleError, as_int, to_output
 from ._validate import (
     check_array,
-    check_int,
-    positive,
+    check_inference_steps,
+    check_train_timesteps,
     validate_config,
 )
 from ._xp import A
@@ -137,17 +137,10 @@ class KDPM2AncestralSchedulerCore(SchedulerLoop[Schedule]):
             ``num_inference_steps`` is below 1, or exceeds ``num_train_timesteps`` with
             ``leading``/``trailing`` spacing.
         """
-        n = check_int(
-            "num_inference_steps",
-            as_int(num_inference_steps),
-            positive,
-            "an integer >= 1 (the number of denoising steps)",
-        )
+        n = check_inference_steps(as_int(num_inference_steps))
         t_train = self.config["num_train_timesteps"]
         if num_train_timesteps is not None:
-            t_train = check_int(
-                "num_train_timesteps", as_int(num_train_timesteps), positive, "an integer >= 1"
-            )
+            t_train = check_train_timesteps(as_int(num_train_timesteps))
         spacing = self.config["timestep_spacing"]
         n_built = n + 1 if self.config["discard_penultimate_sigma"] else n
         if spacing != "linspace" and n_built > t_train:
