@@ -178,3 +178,65 @@ def test_the_samples_written_are_the_samples_drawn(tmp_path):
     model, scheduler = cli.build_model(options), cli.build_scheduler(options)
     drawn = cli.sample(model, scheduler, num_samples=5, sample_shape=(64,), seed=0)
     np.testing.assert_array_equal(cli.to_output(drawn, "digits"), np.load(npy))
+
+
+# ------------------------------------------------------------------ hostile files
+@pytest.mark.parametrize("kind", ["dev-zero", "sparse", "fifo"])
+def test_a_hostile_weights_file_is_refused_before_reading(tmp_path, kind):
+    """If this fails, a weights path that is a device, a FIFO or a huge sparse file is read
+    until memory runs out (or blocks forever) instead of being refused by its size and kind."""
+    from kdpm2.demo.digits import MANIFEST_PATH, WeightsError, read_weights
+
+    (tmp_path / "manifest.json").write_bytes(MANIFEST_PATH.read_bytes())  # the expected size
+    path = tmp_path / "digits.safetensors"
+    if kind == "dev-zero":
+        path.symlink_to("/dev/zero")
+    elif kind == "fifo":
+        os.mkfifo(path)
+    else:
+        with open(path, "wb") as f:
+            f.truncate(2**40)  # 1 TiB of holes: no disk used
+    for verify in (True, False):
+        start = time.monotonic()
+        with pytest.raises(WeightsError, match=r"not a regular file|longer than expected"):
+            read_weights(path, verify=verify)
+        assert time.monotonic() - start < 5
+
+
+@pytest.mark.parametrize(
+    ("content", "fragment"),
+    [
+        ("ascii", "not UTF-8 text"),
+        ('{"num_train_timesteps": ' + "1" * 5000 + "}", "cannot be read as a scheduler config"),
+        ("[" * 100_000 + "]" * 100_000, "cannot be read as a scheduler config"),
+        ('{"_use_default_values": 5}', "_use_default_values=5 is invalid"),
+        ('{"trained_betas": {"a": 0.1}, "num_train_timesteps": 1}', "trained_betas is a dict"),
+        ('{"trained_betas": [[0.1], 0.2], "num_train_timesteps": 2}', "trained_betas is a ragged"),
+        ('{"trained_betas": ["0.1", "0.2"], "num_train_timesteps": 2}', "trained_betas has dtype"),
+    ],
+    ids=["utf-16", "5000-digits", "deep-nesting", "use-default-values", "object", "ragged", "str"],
+)
+def test_a_hostile_config_file_is_one_error_that_names_the_file(tmp_path, content, fragment):
+    """If this fails, a malformed scheduler_config.json raises a raw error (RecursionError,
+    UnicodeDecodeError, TypeError) or one that does not name the file, or is accepted."""
+    from kdpm2.scheduler import KDPM2AncestralDiscreteScheduler as Own
+
+    path = tmp_path / "scheduler_config.json"
+    if content == "ascii":
+        path.write_text('{"eta": 1.0}', encoding="utf-16")
+    else:
+        path.write_text(content)
+    with pytest.raises(ValueError, match=fragment) as info:
+        Own.from_pretrained(tmp_path)
+    assert str(info.value).startswith(str(path))
+
+
+def test_an_oversized_config_file_is_refused_without_reading_it_whole(tmp_path, monkeypatch):
+    """If this fails, a config file of any size is read and parsed whole."""
+    import kdpm2.config
+    from kdpm2.scheduler import KDPM2AncestralDiscreteScheduler as Own
+
+    monkeypatch.setattr(kdpm2.config, "MAX_CONFIG_BYTES", 100)
+    (tmp_path / "scheduler_config.json").write_text('{"eta": 1.0, "pad": "' + "x" * 200 + '"}')
+    with pytest.raises(ValueError, match="larger than 0 MiB"):
+        Own.from_pretrained(tmp_path)

@@ -22,6 +22,8 @@ from ._io import write_bytes_atomic
 __all__ = ["CONFIG_NAME", "ConfigMixin", "FrozenConfig", "register_to_config"]
 
 CONFIG_NAME = "scheduler_config.json"
+#: Largest config file read (1e6 trained_betas written as JSON take about 20 MB).
+MAX_CONFIG_BYTES = 64 * 2**20
 
 T = TypeVar("T", bound="ConfigMixin")
 
@@ -149,7 +151,13 @@ class ConfigMixin:
         ``_use_default_values`` are treated as absent (diffusers writes it); ``overrides`` win.
         """
         known = cls._config_keys()
-        use_default = set(config.get("_use_default_values", ()) or ())
+        listed = config.get("_use_default_values", ()) or ()
+        if not (isinstance(listed, list | tuple) and all(isinstance(k, str) for k in listed)):
+            raise ValueError(
+                f"_use_default_values={listed!r} is invalid; expected a list of config key "
+                "names (diffusers writes the keys that took their defaults)."
+            )
+        use_default = set(listed)
         init: dict[str, Any] = {}
         unknown: list[str] = []
         for key, value in {**dict(config), **overrides}.items():
@@ -256,13 +264,29 @@ class ConfigMixin:
                 f"no scheduler config at {str(path)!r}; pass a directory that contains "
                 f"{cls.config_name} (or the file itself). Only local paths are supported."
             )
-        text = path.read_text(encoding="utf-8")
+        with open(path, "rb") as f:
+            raw = f.read(MAX_CONFIG_BYTES + 1)
+        if len(raw) > MAX_CONFIG_BYTES:
+            raise ValueError(
+                f"{path}: larger than {MAX_CONFIG_BYTES // 2**20} MiB; a scheduler config is a "
+                "few hundred bytes (or a few MB with trained_betas). Is this the right file?"
+            )
         try:
-            data = json.loads(text)
+            data = json.loads(raw.decode("utf-8"))
+        except UnicodeDecodeError as e:
+            raise ValueError(
+                f"{path}: not UTF-8 text ({e.reason} at byte {e.start}); save it as UTF-8 "
+                "(save_config() does)."
+            ) from None
         except json.JSONDecodeError as e:
             raise ValueError(
                 f"{path}: not valid JSON ({e.msg} at line {e.lineno}, column {e.colno}); "
                 "fix the file or save it again with save_config()."
+            ) from None
+        except (ValueError, RecursionError) as e:  # a 5000-digit number, deep nesting
+            raise ValueError(
+                f"{path}: cannot be read as a scheduler config ({type(e).__name__}: "
+                f"{str(e)[:200]}); fix the file or save it again with save_config()."
             ) from None
         if not isinstance(data, dict):
             raise ValueError(f"{path}: expected a JSON object, got {type(data).__name__}.")
@@ -282,7 +306,10 @@ class ConfigMixin:
         """
         data = cls.load_config(pretrained_model_name_or_path, subfolder=subfolder)
         source = data.pop("_source_path")
-        init, unknown = cls.extract_init_dict(data, **overrides)
+        try:
+            init, unknown = cls.extract_init_dict(data, **overrides)
+        except ValueError as e:
+            raise ValueError(f"{source}: {e}") from None
         if unknown:
             warnings.warn(
                 f"{source}: {cls.__name__} ignores keys it does not use: {sorted(unknown)}.",

@@ -36,6 +36,7 @@ import hashlib
 import json
 import math
 import os
+import stat
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,6 +69,8 @@ __all__ = [
 DEMO_DIR = Path(__file__).resolve().parent
 WEIGHTS_PATH = DEMO_DIR / "digits.safetensors"
 MANIFEST_PATH = DEMO_DIR / "manifest.json"
+#: Largest weights file read without a manifest size (the bundled ones are 2.8 MB).
+MAX_WEIGHTS_BYTES = 256 * 2**20
 FLOW_DIR = DEMO_DIR / "digits_flow"
 IMAGE_SHAPE = (8, 8)
 NUM_PIXELS = IMAGE_SHAPE[0] * IMAGE_SHAPE[1]
@@ -439,11 +442,24 @@ def read_weights(
     path = WEIGHTS_PATH if path is None else Path(path)
     manifest_path = path.parent / MANIFEST_PATH.name if manifest_path is None else manifest_path
     try:
-        data = path.read_bytes()
+        info = path.stat()
     except FileNotFoundError:
         raise WeightsError(f"the digits weights file {path} is missing. {_FIX_HINT}") from None
+    if not stat.S_ISREG(info.st_mode):
+        raise WeightsError(
+            f"the digits weights file {path} is not a regular file (a device, pipe or folder); "
+            f"{_FIX_HINT}"
+        )
+    sha256, size = _expected_digest(Path(manifest_path), path.name) if verify else ("", -1)
+    limit = size if verify else MAX_WEIGHTS_BYTES
+    if info.st_size > limit:
+        raise WeightsError(
+            f"the digits weights file {path} is longer than expected: {info.st_size} bytes, "
+            f"expected {'at most ' if not verify else ''}{limit}. {_FIX_HINT}"
+        )
+    with open(path, "rb") as f:
+        data = f.read(limit + 1)  # never more than the expected size, even if the file grows
     if verify:
-        sha256, size = _expected_digest(Path(manifest_path), path.name)
         if len(data) != size:
             what = "truncated" if len(data) < size else "longer than expected"
             raise WeightsError(
