@@ -421,7 +421,11 @@ class KDPM2AncestralDiscreteScheduler(KDPM2AncestralSchedulerCore, SchedulerMixi
       of its file this class fails: ``test_diffusers_suite.py``), ``step`` after the last
       timestep, a timestep not in the schedule (``TimestepNotInScheduleError``, also an
       ``IndexError``), shape mismatches, generators of the wrong kind, and
-      ``num_inference_steps > num_train_timesteps`` with ``leading``/``trailing`` spacing. A
+      ``num_inference_steps > num_train_timesteps`` with ``leading``/``trailing`` spacing.
+      Limits diffusers does not have keep the work bounded: ``num_train_timesteps`` <= 1e6,
+      ``num_inference_steps`` <= 1e5, ``steps_offset`` <= ``num_train_timesteps``, and a
+      beta that vanishes in float32's ``1 - beta`` (diffusers: NaN timesteps) is refused; a
+      batch that changes between a step's two calls and a complex model output raise. A
       failed call leaves the scheduler unchanged (``docs/errors.md``, run by
       ``test_errors_table.py``).
     - **Lazy training schedule.** The constructor does not build the
