@@ -240,3 +240,15 @@ def test_an_oversized_config_file_is_refused_without_reading_it_whole(tmp_path, 
     (tmp_path / "scheduler_config.json").write_text('{"eta": 1.0, "pad": "' + "x" * 200 + '"}')
     with pytest.raises(ValueError, match="larger than 0 MiB"):
         Own.from_pretrained(tmp_path)
+
+
+def test_a_deeply_nested_config_value_is_a_value_error():
+    """If this fails, trained_betas nested 100000 deep raises RecursionError from the config
+    machinery instead of a ValueError that names the argument."""
+    from kdpm2.scheduler import KDPM2AncestralDiscreteScheduler as Own
+
+    nested: list = [0.1]
+    for _ in range(100_000):
+        nested = [nested]
+    with pytest.raises(ValueError, match="trained_betas is nested too deeply"):
+        Own(trained_betas=nested)

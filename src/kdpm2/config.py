@@ -109,7 +109,16 @@ def register_to_config(init: Callable[..., None]) -> Callable[..., None]:
         bound.apply_defaults()
         values = dict(bound.arguments)
         values.pop(next(iter(signature.parameters)))  # self
-        self._internal_dict = FrozenConfig({k: _jsonable(v) for k, v in values.items()})
+        config = {}
+        for key, value in values.items():
+            try:
+                config[key] = _jsonable(value)
+            except RecursionError:
+                raise ValueError(
+                    f"{key} is nested too deeply to be a config value; expected a number, a "
+                    "string, or a flat sequence of numbers."
+                ) from None
+        self._internal_dict = FrozenConfig(config)
         init(self, *args, **kwargs)
 
     return wrapper
