@@ -386,3 +386,25 @@ def test_an_empty_batch_runs_a_whole_loop(family):
     for t in sch.timesteps:
         x = sch.step(sch.scale_model_input(x, t), t, x, generator=[]).prev_sample
     assert (x.shape, x.dtype) == ((0, 4), np.float32)
+
+
+def test_the_config_is_read_into_tables_once_per_scheduler(monkeypatch):
+    """If this fails, every set_timesteps and every .betas read converts the config mapping
+    again: O(num_train_timesteps) each time (0.1 s with a million trained_betas)."""
+    from kdpm2.schedule import ScheduleConfig
+    from kdpm2.scheduler import KDPM2AncestralDiscreteScheduler as Own
+
+    reads = []
+    real = ScheduleConfig.from_mapping.__func__
+
+    def counting(cls, config):
+        if not isinstance(config, ScheduleConfig):
+            reads.append(config)
+        return real(cls, config)
+
+    monkeypatch.setattr(ScheduleConfig, "from_mapping", classmethod(counting))
+    sch = Own(num_train_timesteps=4, trained_betas=[0.1, 0.2, 0.3, 0.4])
+    for n in (1, 2, 3):
+        sch.set_timesteps(n)
+    sch.betas, sch.alphas_cumprod, sch.log_sigmas  # noqa: B018 - each reads the tables
+    assert len(reads) == 1

@@ -478,6 +478,8 @@ def make_schedule(
     config: Mapping[str, Any] | ScheduleConfig,
     num_inference_steps: int,
     num_train_timesteps: int | None = None,
+    *,
+    train: TrainSchedule | None = None,
 ) -> Schedule:
     """Build the sampling tables for ``num_inference_steps`` DPM2-ancestral steps.
 
@@ -490,6 +492,8 @@ def make_schedule(
         ``N >= 1``.
     num_train_timesteps : int, optional
         Overrides ``config["num_train_timesteps"]`` for the timestep spacing only (as diffusers).
+    train : TrainSchedule, optional
+        The config's training tables, if the caller holds them already.
 
     Returns
     -------
@@ -504,7 +508,7 @@ def make_schedule(
     [999.0, 499.5, 499.5, 0.0, 0.0]
     """
     cfg = ScheduleConfig.from_mapping(config)
-    train = train_schedule_from_config(cfg)
+    train = train_schedule_from_config(cfg) if train is None else train
     discard = cfg.discard_penultimate_sigma
     n_build = num_inference_steps + 1 if discard else num_inference_steps
     t_train = num_train_timesteps or cfg.num_train_timesteps
