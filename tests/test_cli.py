@@ -166,6 +166,14 @@ def test_bad_arguments_give_one_line_and_exit_code_2(argv, fragment, capsys, tmp
     assert list(tmp_path.iterdir()) == []
 
 
+def test_version_is_printed(capsys):
+    """If this fails, `kdpm2 --version` asks for a command instead of printing the version."""
+    import kdpm2
+
+    assert cli.main(["--version"]) == 0
+    assert capsys.readouterr().out.strip() == f"kdpm2 {kdpm2.__version__}"
+
+
 def test_help_exits_zero(capsys):
     """If this fails, `kdpm2 sample --help` reports an error."""
     code, out, _ = _run(["sample", "--help"], capsys)

@@ -519,3 +519,25 @@ def test_progress_and_callbacks_match_diffusers_scheduler(components):
     for a, b in zip(ref_latents, latents, strict=True):
         largest = max(largest, float(a.abs().max()))
         assert float((a - b).abs().max()) <= 256 * EPS32 * (1 + largest)
+
+
+def test_denoiser_from_network_takes_a_diffusers_unet_as_it_is():
+    """If this fails, wrapping a diffusers UNet (which returns a UNet2DConditionOutput, or a
+    tuple with return_dict=False) needs a hand-written adapter again."""
+    unet = tiny_components()["unet"].eval()
+    x = torch.randn(2, 4, 16, 16, generator=torch.Generator().manual_seed(0)) * 5
+    sigma = torch.tensor([5.0, 2.0])
+    emb = torch.randn(2, 3, 32, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        direct = kdpm2.denoiser_from_network(
+            lambda x_in, t, **kw: unet(x_in, t, **kw).sample, SD_SCHEDULER
+        )(x, sigma, encoder_hidden_states=emb)
+        as_object = kdpm2.denoiser_from_network(unet, SD_SCHEDULER)(
+            x, sigma, encoder_hidden_states=emb
+        )
+        as_tuple = kdpm2.denoiser_from_network(unet, SD_SCHEDULER)(
+            x, sigma, encoder_hidden_states=emb, return_dict=False
+        )
+    assert torch.equal(direct, as_object)
+    assert torch.equal(direct, as_tuple)
+    assert not torch.equal(direct, x)  # the network did something

@@ -583,12 +583,15 @@ def check_sampler_args(
             "arguments for the model."
         )
     host = _host_sigmas(sigmas)
-    check_sigmas(host)
     if host.ndim == 2 and host.shape[1] != x.shape[0]:
+        hint = (
+            " (this one has a row per sample: pass sigmas.T)" if host.shape[0] == x.shape[0] else ""
+        )
         raise ValueError(
             f"sigmas has shape {host.shape} but x has {x.shape[0]} samples; a per-sample schedule "
-            "has one column per sample."
+            f"has shape (n + 1, B), one column per sample{hint}."
         )
+    check_sigmas(host)
     if (host > max_sigma).any():
         raise ValueError(
             f"sigmas contains {host[host > max_sigma].flat[0].item()!r}; a flow model's noise "
@@ -633,3 +636,22 @@ def flow_levels_of(name: str, values: Any) -> np.ndarray:
             f"{name}={values!r} is invalid; expected a non-empty 1-D sequence of numbers."
         )
     return arr
+
+
+def reject_unexpected(method: str, kwargs: Mapping[str, Any], config_keys: Sequence[str]) -> None:
+    """Raise a TypeError for keyword arguments ``method`` does not take, with the way out.
+
+    A config key passed per call (``step(..., eta=0.0)``, as some samplers take it) is named
+    as one, with how to set it.
+    """
+    if not kwargs:
+        return
+    name = next(iter(kwargs))
+    if name in config_keys:
+        hint = (
+            f"{name} is a config key of this scheduler, fixed for its loops: construct it with "
+            f"{name}=... or use Scheduler.from_config(scheduler.config, {name}=...)"
+        )
+    else:
+        hint = f"see help(scheduler.{method}) for the arguments it takes"
+    raise TypeError(f"{method}() got an unexpected keyword argument {name!r}; {hint}.")

@@ -42,6 +42,7 @@ import numpy as np
 from kdpm2._blocks import BLOCK, block_runner
 from kdpm2._distributed import Launch, PeerLostError, launch_from_env, record_error, shard
 from kdpm2._io import check_writable, write_files_atomic
+from kdpm2._version import __version__
 from kdpm2.demo.digits import DEMO_DIR, FLOW_DIR, IMAGE_SHAPE, WeightsError, load_digits_denoiser
 from kdpm2.demo.gmm import GaussianMixture2D, GMMDenoiser, default_mixture
 
@@ -145,6 +146,7 @@ class _Parser(argparse.ArgumentParser):
 
 def _build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog=PROG, description="KDPM2 ancestral (DPM2 a) sampler demo.")
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     sub = commands.add_parser(
         "sample",

@@ -29,6 +29,7 @@ from ._validate import (
     check_flow_levels,
     check_inference_steps,
     flow_levels_of,
+    reject_unexpected,
     to_scalar,
     validate_flow_config,
 )
@@ -405,6 +406,7 @@ class FlowMatchKDPM2AncestralSchedulerCore(SchedulerLoop[FlowSchedule]):
         sample: Any,
         generator: Any = None,
         return_dict: bool = True,
+        **unexpected: Any,
     ) -> KDPM2AncestralDiscreteSchedulerOutput | tuple[Any]:
         """Advance the loop by one model call, given the model's velocity.
 
@@ -445,6 +447,7 @@ class FlowMatchKDPM2AncestralSchedulerCore(SchedulerLoop[FlowSchedule]):
         RuntimeError
             A second half-step whose first half this scheduler did not take.
         """
+        reject_unexpected("step", unexpected, list(self.config))
         k = self._begin_step(timestep, model_output, sample, generator)
         x, v = _xp.promote_to_compute(sample, model_output)
         sch = self._schedule

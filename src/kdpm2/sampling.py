@@ -227,6 +227,10 @@ def denoiser_from_network(
         scale = _xp.append_dims(_xp.like(1.0 / np.sqrt(host**2 + 1.0), x), x.ndim)
         t_in = _xp.like(t, x) if _xp.is_torch(x) else t.astype(x.dtype)
         out = network(x * scale, t_in, **kwargs)
+        # diffusers' models return an output object (UNet2DConditionOutput) or a tuple
+        out = getattr(out, "sample", out)
+        if isinstance(out, tuple | list):
+            out = out[0]
         return _math.predict_x0(out, x, _xp.like(host, x), ptype)
 
     return denoise

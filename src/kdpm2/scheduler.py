@@ -20,6 +20,7 @@ from ._validate import (
     check_array,
     check_inference_steps,
     check_train_timesteps,
+    reject_unexpected,
     validate_config,
 )
 from ._xp import A
@@ -254,6 +255,7 @@ class KDPM2AncestralSchedulerCore(SchedulerLoop[Schedule]):
         sample: Any,
         generator: Any = None,
         return_dict: bool = True,
+        **unexpected: Any,
     ) -> KDPM2AncestralDiscreteSchedulerOutput | tuple[Any, Any]:
         """Advance the loop by one model call.
 
@@ -289,6 +291,7 @@ class KDPM2AncestralSchedulerCore(SchedulerLoop[Schedule]):
         RuntimeError
             A second half-step whose first half this scheduler did not take.
         """
+        reject_unexpected("step", unexpected, list(self.config))
         k = self._begin_step(timestep, model_output, sample, generator)
         if isinstance(sample, np.ndarray) and model_output.dtype != sample.dtype:
             # NumPy: the sample's dtype wins (on tensors the arithmetic promotes, as diffusers)
