@@ -69,6 +69,25 @@ def _append_zero(sigmas: np.ndarray) -> np.ndarray:
     return np.concatenate([sigmas, [0.0]])
 
 
+def _torch_for(device: Any) -> Any:
+    """Return torch if the sigmas are wanted as a tensor on ``device``, else ``None``.
+
+    ``device="cpu"`` without torch installed means the NumPy array.
+    """
+    if device is None:
+        return None
+    try:
+        import torch
+    except ImportError:
+        if str(device) == "cpu":
+            return None
+        raise ImportError(
+            f"device={device!r} needs torch; install it, or leave device out (or 'cpu') for a "
+            "NumPy array."
+        ) from None
+    return torch
+
+
 def _to_device(sigmas: np.ndarray, device: Any) -> Any:
     """Return a fresh float64 NumPy array, or, given a device, k-diffusion's float32 tensor.
 
@@ -134,7 +153,14 @@ def get_sigmas_karras(
             f"rho={rho!r} is too small for sigma_max={hi!r}: sigma_max ** (1 / rho) overflows; "
             "use a larger rho (7 in the paper)."
         )
-    return _to_device(_append_zero(sigmas[:n]), _device_of(device, sigma_min, sigma_max))
+    device = _device_of(device, sigma_min, sigma_max)
+    torch = _torch_for(device)
+    if torch is not None:  # k-diffusion's float32 tensor, computed as k-diffusion does
+        ramp = torch.linspace(0, 1, m, device=device)
+        min_inv_rho, max_inv_rho = lo ** (1 / rho), hi ** (1 / rho)
+        levels = (max_inv_rho + ramp * (min_inv_rho - max_inv_rho)) ** rho
+        return torch.cat([levels[:n], levels.new_zeros([1])])
+    return _append_zero(sigmas[:n])
 
 
 def get_sigmas_exponential(
@@ -156,8 +182,12 @@ def get_sigmas_exponential(
     """
     lo, hi = check_sigma_range(n, sigma_min, sigma_max)
     m = n + 1 if discard_penultimate_sigma else n
-    sigmas = exponential_sigmas(lo, hi, m)
-    return _to_device(_append_zero(sigmas[:n]), _device_of(device, sigma_min, sigma_max))
+    device = _device_of(device, sigma_min, sigma_max)
+    torch = _torch_for(device)
+    if torch is not None:  # k-diffusion's float32 tensor, computed as k-diffusion does
+        levels = torch.linspace(math.log(hi), math.log(lo), m, device=device).exp()
+        return torch.cat([levels[:n], levels.new_zeros([1])])
+    return _append_zero(exponential_sigmas(lo, hi, m)[:n])
 
 
 def get_sigmas_from_config(config: Any, n: int, device: Any = None) -> Any:

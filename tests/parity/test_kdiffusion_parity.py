@@ -196,3 +196,17 @@ def test_brownian_tree_noise_matches_kdiffusion(kd, seed):
         a = ours(torch.tensor(s), torch.tensor(s_next))
         b = ref(torch.tensor(s), torch.tensor(s_next))
         assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("n", [1, 2, 5, 20, 50])
+def test_sigma_helpers_give_k_diffusions_tensors(kd, n):
+    """If this fails, get_sigmas_karras / get_sigmas_exponential with a device give other
+    float32 values than k-diffusion's helpers (they are documented as giving its tensors)."""
+    for lo, hi in ((0.0292, 14.6146), (0.002, 80.0), (0.1, 10.0)):
+        for rho in (7.0, 3.0):
+            ours = kdpm2.get_sigmas_karras(n, lo, hi, rho, device="cpu")
+            ref = kd.get_sigmas_karras(n, lo, hi, rho, device="cpu")
+            assert (ours.dtype, ours.shape) == (ref.dtype, ref.shape)
+            assert torch.equal(ours, ref), (n, lo, hi, rho)
+        ours = kdpm2.get_sigmas_exponential(n, lo, hi, device="cpu")
+        assert torch.equal(ours, kd.get_sigmas_exponential(n, lo, hi, device="cpu")), (n, lo, hi)
