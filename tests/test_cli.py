@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import platform
 import subprocess
@@ -164,6 +165,21 @@ def test_bad_arguments_give_one_line_and_exit_code_2(argv, fragment, capsys, tmp
     assert err.startswith("kdpm2: error: ")
     assert fragment in err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_the_picture_of_many_digits_is_bounded():
+    """If this fails, the PNG grows with --num-samples without bound (100000 digits drew a
+    15800-pixel square, 250 MB, and peaked at 3 GB), or no longer shows the first digits."""
+    from PIL import Image
+
+    many = np.linspace(0, 1, (cli.MAX_PICTURE_DIGITS + 904) * 64, dtype=np.float32)
+    many = many.reshape(-1, 8, 8)
+    image = np.asarray(Image.open(io.BytesIO(cli.render(many, "digits"))))
+    capped = np.asarray(
+        Image.open(io.BytesIO(cli.render(many[: cli.MAX_PICTURE_DIGITS], "digits")))
+    )
+    np.testing.assert_array_equal(capped, image)
+    assert image.shape == (64 * 50 + 2, 64 * 50 + 2)
 
 
 def test_version_is_printed(capsys):

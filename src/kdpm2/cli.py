@@ -78,6 +78,9 @@ SAMPLE_SHAPE = {
     "digits-flow": (IMAGE_SHAPE[0] * IMAGE_SHAPE[1],),
     "gmm": (2,),
 }
+#: Digits drawn in the PNG at most (the first ones; a 64 x 64 grid, 3202 pixels square): the
+#: picture of 100000 digits would take 250 MB and show nothing more.
+MAX_PICTURE_DIGITS = 4096
 _DIGIT_SCALE = 6  # screen pixels per digit pixel
 _DIGIT_GAP = 2
 _PLOT_SIZE = 360
@@ -189,7 +192,8 @@ def _build_parser() -> argparse.ArgumentParser:
         type=Path,
         default=DEFAULT_OUT,
         metavar="PATH.png",
-        help=f"where to write the picture (default: {DEFAULT_OUT})",
+        help=f"where to write the picture (default: {DEFAULT_OUT}); it shows the first "
+        f"{MAX_PICTURE_DIGITS} digits (--npy keeps every sample)",
     )
     sub.add_argument("--npy", type=Path, metavar="PATH.npy", help="also write the raw samples")
     sub.add_argument(
@@ -600,18 +604,19 @@ def to_output(samples: np.ndarray, model: Literal["digits", "digits-flow", "gmm"
 
 
 def _digits_grid(images: np.ndarray) -> np.ndarray:
+    images = images[:MAX_PICTURE_DIGITS]  # the picture's memory stays bounded; --npy has all
     n = len(images)
     cols = math.ceil(math.sqrt(n))
     rows = math.ceil(n / cols)
     cell = IMAGE_SHAPE[0] * _DIGIT_SCALE
     pitch = cell + _DIGIT_GAP
     canvas = np.full((rows * pitch + _DIGIT_GAP, cols * pitch + _DIGIT_GAP), 255, np.uint8)
-    big = np.kron(images, np.ones((_DIGIT_SCALE, _DIGIT_SCALE), np.float32))
-    ink = np.round(255.0 * (1.0 - big)).astype(np.uint8)  # dark ink on white
+    pixel = np.ones((_DIGIT_SCALE, _DIGIT_SCALE), np.float32)
     for k in range(n):
         r, c = divmod(k, cols)
         y, x = _DIGIT_GAP + r * pitch, _DIGIT_GAP + c * pitch
-        canvas[y : y + cell, x : x + cell] = ink[k]
+        ink = np.round(255.0 * (1.0 - np.kron(images[k], pixel)))  # dark ink on white
+        canvas[y : y + cell, x : x + cell] = ink.astype(np.uint8)
     return canvas
 
 
@@ -642,8 +647,9 @@ def render(output: np.ndarray, model: Literal["digits", "digits-flow", "gmm"]) -
     output : numpy.ndarray
         From :func:`to_output`.
     model : {'digits', 'digits-flow', 'gmm'}
-        Digits become a grid of enlarged images (dark ink on white); gmm points become a
-        scatter plot over the mixture's density on ``[-3.2, 3.2]^2``.
+        Digits become a grid of enlarged images (dark ink on white; the first
+        ``MAX_PICTURE_DIGITS`` of them); gmm points become a scatter plot over the mixture's
+        density on ``[-3.2, 3.2]^2``.
 
     Returns
     -------
