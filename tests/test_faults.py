@@ -252,3 +252,67 @@ def test_a_deeply_nested_config_value_is_a_value_error():
         nested = [nested]
     with pytest.raises(ValueError, match="trained_betas is nested too deeply"):
         Own(trained_betas=nested)
+
+
+def test_a_file_protected_while_sampling_is_still_not_replaced(tmp_path):
+    """If this fails, a file the user makes read-only after the start (but before the write)
+    is replaced: the check must be repeated at the write."""
+    png, npy = _old_outputs(tmp_path)
+    npy.chmod(0o444)
+    with pytest.raises(_io.OutputError, match=r"--npy .*: exists and is read-only"):
+        _io.write_files_atomic([("--out", png, b"new picture"), ("--npy", npy, b"new numbers")])
+    assert (png.read_bytes(), npy.read_bytes()) == (b"old picture", b"old numbers")
+    assert _only(tmp_path, "x.png", "x.npy")
+
+
+def test_without_hard_links_a_failed_pair_still_puts_the_first_file_back(tmp_path, monkeypatch):
+    """If this fails, on a file system without hard links (or with a file at its link limit)
+    a failed second rename leaves a new picture beside the old numbers."""
+    png, npy = _old_outputs(tmp_path)
+
+    def no_link(*args, **kwargs):
+        raise OSError(31, "Too many links")
+
+    real = os.replace
+
+    def replace(src, dst):
+        if Path(dst) == npy and Path(src).suffix == ".tmp":
+            raise OSError(5, "Input/output error")
+        return real(src, dst)
+
+    monkeypatch.setattr(os, "link", no_link)
+    monkeypatch.setattr(os, "replace", replace)
+    with pytest.raises(_io.OutputError, match="no output was changed"):
+        _io.write_files_atomic([("--out", png, b"new picture"), ("--npy", npy, b"new numbers")])
+    assert (png.read_bytes(), npy.read_bytes()) == (b"old picture", b"old numbers")
+    assert _only(tmp_path, "x.png", "x.npy")
+
+
+def test_long_and_too_long_output_names(tmp_path, capsys):
+    """If this fails, a legal 244-byte file name cannot be written (a temporary name built from
+    it is too long), or a name too long for the file system is a raw OSError."""
+    legal = tmp_path / ("a" * 240 + ".png")
+    assert (
+        cli.main(["sample", "-q", "--num-samples", "2", "--steps", "1", "--out", str(legal)]) == 0
+    )
+    assert legal.is_file()
+    too_long = tmp_path / ("b" * 300 + ".png")
+    assert cli.main(["sample", "-q", "--out", str(too_long)]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1
+    assert err[0].startswith("kdpm2: error: --out ")
+    assert "File name too long" in err[0]
+
+
+def test_an_output_that_is_a_symlink_is_written_through(tmp_path):
+    """If this fails, --out naming a symbolic link replaces the link with a file (its target
+    keeps the old picture) instead of writing the target, as opening the path would."""
+    target = tmp_path / "real" / "x.png"
+    target.parent.mkdir()
+    target.write_bytes(b"old picture")
+    link = tmp_path / "link.png"
+    link.symlink_to(target)
+    assert cli.main(["sample", "-q", "--num-samples", "2", "--steps", "1", "--out", str(link)]) == 0
+    assert link.is_symlink()
+    assert target.read_bytes().startswith(b"\x89PNG")
+    assert sorted(p.name for p in target.parent.iterdir()) == ["x.png"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -55,7 +56,17 @@ class OutputError(OSError):
 
 
 def _temp_beside(path: Path, kind: str) -> Path:
-    return path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.{kind}")
+    # a short name of its own (not the target's: a legal 250-byte name plus a suffix is not)
+    return path.with_name(f".kdpm2-{os.getpid()}-{secrets.token_hex(4)}.{kind}")
+
+
+def destination(path: Path) -> Path:
+    """Return where writing ``path`` lands: the target of a symbolic link, else ``path``.
+
+    Outputs are written through a link (the link stays, its target gets the new file), as
+    ``open(path, "w")`` would.
+    """
+    return Path(os.path.realpath(path)) if path.is_symlink() else path
 
 
 def check_writable(path: Path) -> str | None:
@@ -66,21 +77,25 @@ def check_writable(path: Path) -> str | None:
     e.g. after ``chmod a-w``) is refused even where the process could override it (root):
     a file its owner protected is never replaced.
     """
-    folder = path.parent
-    if not folder.is_dir():
-        return f"folder {str(folder)!r} does not exist; create it first"
-    if path.is_dir():
-        return "is a folder; give a file name"
-    if path.exists() and (not os.access(path, os.W_OK) or not path.stat().st_mode & 0o222):
-        return "exists and is read-only; remove it or choose another name (it is never replaced)"
-    probe = _temp_beside(path, "probe")
     try:
-        with open(probe, "xb"):
-            pass
+        path = destination(path)
+        folder = path.parent
+        if not folder.is_dir():
+            return f"folder {str(folder)!r} does not exist; create it first"
+        if path.is_dir():
+            return "is a folder; give a file name"
+        if path.exists() and (not os.access(path, os.W_OK) or not path.stat().st_mode & 0o222):
+            return (
+                "exists and is read-only; remove it or choose another name (it is never replaced)"
+            )
+        probe = _temp_beside(path, "probe")
+        try:
+            with open(probe, "xb"):
+                pass
+        finally:
+            probe.unlink(missing_ok=True)
     except OSError as exc:
-        return f"cannot create a file in {str(folder)!r} ({exc.strerror or exc})"
-    finally:
-        probe.unlink(missing_ok=True)
+        return f"cannot be written ({exc.strerror or exc})"
     return None
 
 
@@ -111,9 +126,14 @@ def write_files_atomic(files: Sequence[tuple[str, Path, bytes]]) -> None:
     (['a.txt', 'b.txt'], b'2')
     """
     temps: list[Path] = []
-    replaced: list[tuple[Path, Path | None, bool]] = []  # (destination, old file's link, existed)
+    replaced: list[tuple[Path, Path | None, bool]] = []  # (destination, old file's copy, existed)
     label, path = "", Path()
+    files = [(label, destination(path), data) for label, path, data in files]
     try:
+        for label, path, _ in files:
+            problem = check_writable(path)  # again: the user may have protected it meanwhile
+            if problem is not None:
+                raise OutputError(f"{label} {str(path)!r}: {problem}; no output was changed")
         for label, path, data in files:  # noqa: B007 - label and path name a failure
             tmp = _temp_beside(path, "tmp")
             temps.append(tmp)
@@ -127,8 +147,8 @@ def write_files_atomic(files: Sequence[tuple[str, Path, bytes]]) -> None:
                 backup = _temp_beside(path, "old")
                 try:
                     os.link(path, backup, follow_symlinks=False)
-                except OSError:  # no hard links here: this file cannot be put back
-                    backup = None
+                except OSError:  # no hard link here (too many, or none on this file system)
+                    shutil.copy2(path, backup)
             replaced.append((path, backup, existed))
             os.replace(tmp, path)
     except BaseException as exc:

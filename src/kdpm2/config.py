@@ -266,9 +266,15 @@ class ConfigMixin:
         path = Path(pretrained_model_name_or_path)
         if subfolder:
             path = path / subfolder
-        if path.is_dir():
-            path = path / cls.config_name
-        if not path.is_file():
+        try:
+            if path.is_dir():
+                path = path / cls.config_name
+            found = path.is_file()
+        except OSError as e:  # a name too long for the file system, say
+            raise FileNotFoundError(
+                f"no scheduler config at {str(path)[:200]!r}: {e.strerror or e}."
+            ) from None
+        if not found:
             raise FileNotFoundError(
                 f"no scheduler config at {str(path)!r}; pass a directory that contains "
                 f"{cls.config_name} (or the file itself). Only local paths are supported."
