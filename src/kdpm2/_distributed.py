@@ -171,6 +171,10 @@ class ProcessGroup:
     def __init__(self, launch: Launch, device: str = "cpu", *, timeout: float = 300.0) -> None:
         import datetime
 
+        # c10d logs each failed connection with a C++ stack (40 lines while a peer is
+        # missing), burying the one line each process reports, which carries the cause; set
+        # TORCH_CPP_LOG_LEVEL=INFO to see them
+        os.environ.setdefault("TORCH_CPP_LOG_LEVEL", "FATAL")
         import torch
         import torch.distributed as dist
 
