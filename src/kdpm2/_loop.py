@@ -253,6 +253,15 @@ class SchedulerLoop(Generic[S]):
                 "was not taken by this scheduler; start loops at an even index "
                 "(set_begin_index(2 * k))."
             )
+        if not is_first_half(k) and (
+            type(self.sample) is not type(sample)
+            or (getattr(sample, "device", None) != getattr(self.sample, "device", None))
+        ):
+            raise ValueError(
+                f"sample is {_where(sample)} but the first half of this step had "
+                f"{_where(self.sample)}; both calls of a DPM2 step must see the same kind of "
+                "array on the same device."
+            )
         if not is_first_half(k) and tuple(self.sample.shape) != tuple(sample.shape):
             raise ValueError(
                 f"sample has shape {tuple(sample.shape)} but the first half of this step had "
@@ -298,3 +307,10 @@ class SchedulerLoop(Generic[S]):
 def is_first_half(k: int) -> bool:
     """Whether model call ``k`` is the first (Euler) half of its step: the loop's one phase rule."""
     return k % 2 == 0
+
+
+def _where(array: Any) -> str:
+    """Name an array's kind and device: ``a numpy.ndarray``, ``a torch.Tensor on cuda:0``."""
+    if isinstance(array, np.ndarray):
+        return "a numpy.ndarray"
+    return f"a torch.Tensor on {array.device}" if _xp.is_torch(array) else a_type(array)

@@ -43,6 +43,13 @@ MAX_TRAIN_TIMESTEPS = 1_000_000
 MAX_INFERENCE_STEPS = 100_000
 #: Largest |mu| of a flow schedule's resolution-dependent shift (Flux uses about 0.5 to 1.2).
 MAX_ABS_MU = 100.0
+#: Range of a flow schedule's static shift (SD3 uses 3.0).
+SHIFT_RANGE = (1e-3, 1e3)
+#: Largest s_noise: more scales the ancestral noise past anything a sampler uses.
+MAX_S_NOISE = 100.0
+#: Range of a nonzero noise level given to the functional samplers: the split squares it, in
+#: float32 for float32 sigmas (squares outside ~1e-38 .. 3e38 underflow or overflow there).
+SIGMA_RANGE = (1e-15, 1e15)
 _TRAIN_STEPS = f"an integer in [1, {MAX_TRAIN_TIMESTEPS}]"
 
 
@@ -201,10 +208,11 @@ def validate_flow_config(cfg: Mapping[str, Any]) -> None:
         ``use_beta_sigmas=True`` without scipy.
     """
     check_train_timesteps(cfg["num_train_timesteps"])
-    _check_number("shift", cfg["shift"], "a finite number > 0")
-    if not (math.isfinite(float(cfg["shift"])) and float(cfg["shift"]) > 0):
+    lo, hi = SHIFT_RANGE
+    _check_number("shift", cfg["shift"], f"a number in [{lo:g}, {hi:g}]")
+    if not lo <= float(cfg["shift"]) <= hi:  # also rejects nan
         raise ValueError(
-            f"shift={cfg['shift']!r} is invalid; expected a finite number > 0 (SD3: 3.0)."
+            f"shift={cfg['shift']!r} is invalid; expected a number in [{lo:g}, {hi:g}] (SD3: 3.0)."
         )
     for key in ("base_shift", "max_shift"):
         if cfg[key] is not None:
@@ -279,11 +287,14 @@ def check_eta(eta: object) -> float:
 
 
 def check_s_noise(s_noise: object) -> float:
-    """Return ``s_noise`` as a float if it is a finite number ``>= 0``, else raise."""
-    _check_number("s_noise", s_noise, "a finite number >= 0")
+    """Return ``s_noise`` as a float if it is a number in ``[0, MAX_S_NOISE]``, else raise."""
+    _check_number("s_noise", s_noise, f"a number in [0, {MAX_S_NOISE:g}]")
     value = float(s_noise)  # type: ignore[arg-type]
-    if not (math.isfinite(value) and value >= 0):
-        raise ValueError(f"s_noise={s_noise!r} is invalid; expected a finite number >= 0.")
+    if not 0 <= value <= MAX_S_NOISE:  # also rejects nan
+        raise ValueError(
+            f"s_noise={s_noise!r} is invalid; expected a number in [0, {MAX_S_NOISE:g}] (it "
+            "scales the ancestral noise: 1.0 is the sampler's own, A1111 and ComfyUI use 1.0)."
+        )
     return value
 
 
@@ -329,6 +340,12 @@ def check_like(name: str, value: Any, x: Any, what: str, *, returned: bool = Tru
         raise ValueError(
             f"{name} {verb}{of} shape {tuple(value.shape)} but x has shape {tuple(x.shape)}; "
             f"{must} {what} shaped like x."
+        )
+    real = value.dtype.kind in "fiub" if isinstance(value, np.ndarray) else not value.is_complex()
+    if not real:
+        raise TypeError(
+            f"{name} {verb}{of} dtype {value.dtype}; {must} {what} of real numbers (for a "
+            "complex result, its real part)."
         )
 
 
@@ -382,6 +399,13 @@ def check_sigmas(sigmas: np.ndarray, name: str = "sigmas") -> None:
     if (sigmas < 0).any():
         raise ValueError(
             f"{name} contains {sigmas[sigmas < 0].flat[0].item()!r}; noise levels must be >= 0."
+        )
+    lo, hi = SIGMA_RANGE
+    extreme = (sigmas != 0) & ((sigmas < lo) | (sigmas > hi))
+    if extreme.any():
+        raise ValueError(
+            f"{name} contains {sigmas[extreme].flat[0].item()!r}; a nonzero noise level must be "
+            f"in [{lo:g}, {hi:g}] (the sampler squares it)."
         )
     ended = np.flatnonzero((sigmas[:-1] == 0).reshape(len(sigmas) - 1, -1).any(axis=1))
     if len(ended):
@@ -573,6 +597,10 @@ def check_sampler_args(
     ``s_noise``. ``max_sigma`` is the family's largest noise level (1 for a rectified flow).
     """
     check_array("x", x)
+    if x.ndim == 0:
+        raise ValueError(
+            "x is a 0-d array; expected a batch of shape (B, ...), e.g. x[None] for one sample."
+        )
     eta, s_noise = check_eta(eta), check_s_noise(s_noise)
     for name, fn in (("model", model), ("noise_sampler", noise_sampler), ("callback", callback)):
         if (fn is not None or name == "model") and not callable(fn):
@@ -635,6 +663,9 @@ def flow_levels_of(name: str, values: Any) -> np.ndarray:
         raise ValueError(
             f"{name}={values!r} is invalid; expected a non-empty 1-D sequence of numbers."
         )
+    if not np.isfinite(arr).all():
+        bad = arr[~np.isfinite(arr)][0].item()
+        raise ValueError(f"{name} contains {bad!r}; expected finite numbers, one per step.")
     return arr
 
 

@@ -372,6 +372,11 @@ class FlowMatchKDPM2AncestralSchedulerCore(SchedulerLoop[FlowSchedule]):
                     f"mu={mu!r} is invalid; expected a finite number in [-{MAX_ABS_MU:g}, "
                     f"{MAX_ABS_MU:g}] (Flux's pipelines give about 0.5 to 1.2)."
                 )
+            if cfg.time_shift_type == "linear" and not mu > 0:
+                raise ValueError(
+                    f"mu={mu!r} is invalid with time_shift_type='linear'; expected a number > 0 "
+                    "(the linear shift divides by mu + 1 / s - 1)."
+                )
         count = check_inference_steps(next(iter(lengths.values())))
         first, given_t = flow_sigmas(
             cfg, count, shift=self._shift, sigmas=custom_s, mu=mu, timesteps=custom_t

@@ -242,7 +242,11 @@ class KDPM2AncestralSchedulerCore(SchedulerLoop[Schedule]):
         array
             Same type, shape and dtype as ``sample``.
         """
-        if not isinstance(sample, np.ndarray) and not _xp.is_torch(sample):
+        if not (
+            sample.dtype.kind == "f"
+            if isinstance(sample, np.ndarray)
+            else (_xp.is_torch(sample) and sample.is_floating_point())
+        ):
             check_array("sample", sample)  # raises, naming what was given
         k = self._step_index = self._call_index(timestep, "scale_model_input")
         i, second_half = divmod(k, 2)
