@@ -452,7 +452,8 @@ class FlowMatchKDPM2AncestralSchedulerCore(SchedulerLoop[FlowSchedule]):
         RuntimeError
             A second half-step whose first half this scheduler did not take.
         """
-        reject_unexpected("step", unexpected, list(self.config))
+        if unexpected:
+            reject_unexpected("step", unexpected, list(self.config))
         k = self._begin_step(timestep, model_output, sample, generator)
         x, v = _xp.promote_to_compute(sample, model_output)
         sch = self._schedule

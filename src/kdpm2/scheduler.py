@@ -295,7 +295,8 @@ class KDPM2AncestralSchedulerCore(SchedulerLoop[Schedule]):
         RuntimeError
             A second half-step whose first half this scheduler did not take.
         """
-        reject_unexpected("step", unexpected, list(self.config))
+        if unexpected:
+            reject_unexpected("step", unexpected, list(self.config))
         k = self._begin_step(timestep, model_output, sample, generator)
         if isinstance(sample, np.ndarray) and model_output.dtype != sample.dtype:
             # NumPy: the sample's dtype wins (on tensors the arithmetic promotes, as diffusers)
