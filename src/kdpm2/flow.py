@@ -461,15 +461,15 @@ class FlowMatchKDPM2AncestralSchedulerCore(SchedulerLoop[FlowSchedule]):
         # Algorithm 2 over two calls, as in KDPM2AncestralDiscreteScheduler.step; the slope
         # dx/ds of x_s = (1 - s) x0 + s noise is the velocity noise - x0
         i, second_half = divmod(k, 2)
-        sigma, sigma_mid = float(sch.sigmas[i]), float(sch.sigmas_mid[i])
+        sigma, sigma_mid = sch.sigmas.item(i), sch.sigmas_mid.item(i)
         level = sigma_mid if second_half else sigma  # the noise level of `sample`
         d = v if sch.velocity_sign > 0 else -v
         if not second_half:
             prev = _math.euler_half_step(x, d, sigma, sigma_mid)
         else:
-            prev = _math.midpoint_step(self.sample, d, sigma, float(sch.sigmas_down[i]))
-            scale = float(sch.scales[i])
-            std = self.config["s_noise"] * float(sch.renoise[i])
+            prev = _math.midpoint_step(self.sample, d, sigma, sch.sigmas_down.item(i))
+            scale = sch.scales.item(i)
+            std = self.config["s_noise"] * sch.renoise.item(i)
             if scale != 1.0:
                 prev *= scale  # prev is a fresh array
             if std > 0.0:  # no draw at eta = 0

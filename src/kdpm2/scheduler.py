@@ -249,8 +249,9 @@ class KDPM2AncestralSchedulerCore(SchedulerLoop[Schedule]):
         ):
             check_array("sample", sample)  # raises, naming what was given
         k = self._step_index = self._call_index(timestep, "scale_model_input")
-        i, second_half = divmod(k, 2)
-        return sample / float(self.schedule.input_scales[i, second_half])
+        sch = self._schedule
+        assert sch is not None  # built by _call_index
+        return sample / sch.input_scales.item(*divmod(k, 2))  # step k // 2, its half k % 2
 
     def step(
         self,
@@ -307,7 +308,7 @@ class KDPM2AncestralSchedulerCore(SchedulerLoop[Schedule]):
         # log midpoint), call 2i + 1 evaluates the model there (the midpoint step from the
         # step's start to sigma_down, then fresh noise). The last step is one Euler call to 0.
         i, second_half = divmod(k, 2)
-        sigma, sigma_mid = float(sch.sigmas[i]), float(sch.sigmas_mid[i])
+        sigma, sigma_mid = sch.sigmas.item(i), sch.sigmas_mid.item(i)
         level = sigma_mid if second_half else sigma  # the noise level of `sample`
         prediction_type = self.config["prediction_type"]
         if prediction_type == "epsilon":  # d = (x - x0) / sigma is the predicted noise itself
@@ -318,10 +319,10 @@ class KDPM2AncestralSchedulerCore(SchedulerLoop[Schedule]):
         if not second_half:
             prev = _math.euler_half_step(sample, d, sigma, sigma_mid)
         else:
-            prev = _math.midpoint_step(self.sample, d, sigma, float(sch.sigmas_down[i]))
+            prev = _math.midpoint_step(self.sample, d, sigma, sch.sigmas_down.item(i))
             # drawn even when its std is 0, as diffusers draws it (the generator advances)
             fresh = noise.draw(model_output, generator)
-            std = self.config["s_noise"] * float(sch.sigmas_up[i])
+            std = self.config["s_noise"] * sch.sigmas_up.item(i)
             prev = _math.add_scaled(prev, fresh, std, in_place=True)
         self.sample = None if second_half else sample
         self._step_index = k + 1
