@@ -47,5 +47,5 @@ bench: setup
 test-no-torch:
 	$(PYTHON) -m venv $(VENV)-notorch
 	$(VENV)-notorch/bin/pip install -q --upgrade pip
-	$(VENV)-notorch/bin/pip install -q -e ".[cli]" pytest hypothesis scipy scikit-learn
+	$(VENV)-notorch/bin/pip install -q -e ".[cli]" pytest hypothesis scipy scikit-learn sybil
 	$(VENV)-notorch/bin/python -m pytest

@@ -65,5 +65,7 @@ def run_bash(example: Any) -> None:
             words = [sys.executable, *words[1:]]
         else:
             continue
+        if "torch" in words and not _has("torch"):  # --backend torch: the torch extra
+            continue
         result = subprocess.run(words, capture_output=True, text=True, env=env, check=False)
         assert result.returncode == 0, f"{line}\n{result.stderr[-2000:]}"
