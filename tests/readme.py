@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-SRC = Path(__file__).resolve().parents[1] / "src"
+from tests.conftest import one_process_env
 
 
 def _has(*modules: str) -> bool:
@@ -55,8 +55,7 @@ def teardown(namespace: dict[str, Any]) -> None:
 
 def run_bash(example: Any) -> None:
     """Run the ``kdpm2`` lines of a bash block, each one as a user would, and check they pass."""
-    env = {k: v for k, v in os.environ.items() if k not in ("WORLD_SIZE", "RANK", "LOCAL_RANK")}
-    env["PYTHONPATH"] = os.pathsep.join([str(SRC), env.get("PYTHONPATH", "")])
+    env = one_process_env()
     for line in str(example.parsed).replace("\\\n", " ").splitlines():
         words = shlex.split(line, comments=True)
         if words[:1] == ["kdpm2"]:

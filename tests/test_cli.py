@@ -16,6 +16,7 @@ import pytest
 from kdpm2 import cli
 from kdpm2._blocks import block_runner, in_blocks
 from kdpm2._io import write_bytes_atomic
+from tests.conftest import one_process_env
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 
@@ -523,8 +524,7 @@ def test_model_always_sees_whole_blocks_at_fixed_rows():
 
 def _threads_env(threads):
     """This environment with `threads` math-library threads (None: the libraries' default)."""
-    env = {k: v for k, v in os.environ.items() if k not in ("WORLD_SIZE", "RANK", "LOCAL_RANK")}
-    env["PYTHONPATH"] = os.pathsep.join([str(SRC), env.get("PYTHONPATH", "")])
+    env = one_process_env()
     for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         env.pop(name, None)
         if threads is not None:

@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 
 from kdpm2 import cli
+from tests.conftest import one_process_env
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("torch.distributed")
@@ -34,12 +35,8 @@ ARGS = ["--num-samples", str(NUM_SAMPLES), "--steps", "2", "--seed", "3", "-q"]
 
 
 def _env():
-    env = {k: v for k, v in os.environ.items() if k not in ("WORLD_SIZE", "RANK", "LOCAL_RANK")}
-    env["PYTHONPATH"] = os.pathsep.join([str(SRC), env.get("PYTHONPATH", "")])
-    env["MASTER_ADDR"] = "127.0.0.1"  # loopback only
-    env["GLOO_SOCKET_IFNAME"] = "lo"
-    env["OMP_NUM_THREADS"] = "1"
-    return env
+    # loopback only; one thread per process, as torchrun gives each worker
+    return one_process_env(MASTER_ADDR="127.0.0.1", GLOO_SOCKET_IFNAME="lo", OMP_NUM_THREADS="1")
 
 
 def torchrun(nproc, target, *args, cwd):

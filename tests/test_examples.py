@@ -6,7 +6,6 @@ prompts on one process and on two (gloo, loopback only); the images must be the 
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import warnings
@@ -15,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import require_reference
+from tests.conftest import one_process_env, require_reference
 
 torch = pytest.importorskip("torch")
 diffusers = require_reference("diffusers")
@@ -30,10 +29,7 @@ PROMPTS = ["a cat", "a dog", "a red house", "the sea at night", "two birds"]
 
 def _env():
     # the user's environment: the thread count is left as it is (torchrun sets its own)
-    env = {k: v for k, v in os.environ.items() if k not in ("WORLD_SIZE", "RANK", "LOCAL_RANK")}
-    env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "src"), env.get("PYTHONPATH", "")])
-    env.update(MASTER_ADDR="127.0.0.1", GLOO_SOCKET_IFNAME="lo")
-    return env
+    return one_process_env(MASTER_ADDR="127.0.0.1", GLOO_SOCKET_IFNAME="lo")
 
 
 def test_example_gives_the_same_images_on_one_process_and_on_two(tmp_path):

@@ -20,14 +20,9 @@ import numpy as np
 import pytest
 
 from kdpm2 import _io, cli
+from tests.conftest import one_process_env
 
-SRC = Path(__file__).resolve().parents[1] / "src"
-
-
-def _env():
-    env = {k: v for k, v in os.environ.items() if k not in ("WORLD_SIZE", "RANK", "LOCAL_RANK")}
-    env["PYTHONPATH"] = os.pathsep.join([str(SRC), env.get("PYTHONPATH", "")])
-    return env
+_env = one_process_env
 
 
 def _old_outputs(folder):

@@ -11,6 +11,11 @@ from pathlib import Path
 __all__ = ["OutputError", "check_writable", "write_bytes_atomic", "write_files_atomic"]
 
 
+def _temp_beside(path: Path, kind: str) -> Path:
+    # a short name of its own (not the target's: a legal 250-byte name plus a suffix is not)
+    return path.with_name(f".kdpm2-{os.getpid()}-{secrets.token_hex(4)}.{kind}")
+
+
 def write_bytes_atomic(path: str | os.PathLike[str], data: bytes) -> None:
     """Write ``data`` to ``path`` so that no reader ever sees a partial file.
 
@@ -39,7 +44,7 @@ def write_bytes_atomic(path: str | os.PathLike[str], data: bytes) -> None:
     (b'hi', ['hello.txt'])
     """
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
+    tmp = _temp_beside(path, "tmp")
     try:
         with open(tmp, "xb") as f:
             f.write(data)
@@ -53,11 +58,6 @@ def write_bytes_atomic(path: str | os.PathLike[str], data: bytes) -> None:
 
 class OutputError(OSError):
     """An output file could not be written; the message names it and what was kept."""
-
-
-def _temp_beside(path: Path, kind: str) -> Path:
-    # a short name of its own (not the target's: a legal 250-byte name plus a suffix is not)
-    return path.with_name(f".kdpm2-{os.getpid()}-{secrets.token_hex(4)}.{kind}")
 
 
 def destination(path: Path) -> Path:
@@ -103,8 +103,9 @@ def write_files_atomic(files: Sequence[tuple[str, Path, bytes]]) -> None:
     """Write several files as one: after a failure each holds its old content (or is absent).
 
     Every file is written in full to a temporary file beside it and flushed first; only then
-    are they renamed over their destinations, keeping a hard link to each old file until all
-    renames are done, so a failed rename puts the old files back. Temporary files are removed
+    are they renamed over their destinations, keeping each old file aside (a hard link, or a
+    copy where no link can be made) until all renames are done, so a failed rename puts the old
+    files back. Temporary files are removed
     on any exception, ``KeyboardInterrupt`` included.
 
     Parameters

@@ -93,17 +93,9 @@ def _to_device(sigmas: np.ndarray, device: Any) -> Any:
 
     ``device="cpu"`` without torch installed gives the NumPy array.
     """
-    if device is None:
+    torch = _torch_for(device)
+    if torch is None:
         return np.array(sigmas, dtype=np.float64)
-    try:
-        import torch
-    except ImportError:
-        if str(device) == "cpu":
-            return np.array(sigmas, dtype=np.float64)
-        raise ImportError(
-            f"device={device!r} needs torch; install it, or leave device out (or 'cpu') for a "
-            "NumPy array."
-        ) from None
     return torch.tensor(sigmas, dtype=torch.float32).to(device)
 
 
