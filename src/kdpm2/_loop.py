@@ -8,6 +8,7 @@ calls that advance it. The diffusion scheduler (:mod:`kdpm2.scheduler`) and the 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, Protocol, TypeVar
 
 import numpy as np
@@ -74,6 +75,10 @@ class LoopSchedule(Protocol):
         """The dtype the scheduler shows ``timesteps`` in."""
         ...
 
+    def steps(self) -> Sequence[Any]:
+        """Return the per-step levels as Python floats, one record per step."""
+        ...
+
 
 S = TypeVar("S", bound=LoopSchedule)
 
@@ -95,6 +100,8 @@ class SchedulerLoop(Generic[S]):
     def _reset_loop(self) -> None:
         self._schedule: S | None = None
         self._timesteps: Any = None
+        self._steps: Sequence[Any] = ()  # the schedule's steps(), read by each call
+        self._first_timestep = 0.0  # where a compiled loop starts
         self._step_index: int | None = None
         self._begin_index: int | None = None
         #: The sample at the start of the current step, kept between its two halves.
@@ -114,6 +121,8 @@ class SchedulerLoop(Generic[S]):
         """Switch to ``schedule`` and reset the loop state (after it is built: no half state)."""
         timesteps = to_output(schedule.timesteps, schedule.timesteps_dtype, device)
         self._schedule, self._timesteps = schedule, timesteps
+        self._steps = schedule.steps()
+        self._first_timestep = float(schedule.timesteps[0])
         self._step_index = self._begin_index = None
         self.sample = None
 
@@ -217,6 +226,18 @@ class SchedulerLoop(Generic[S]):
         sync even at its start (a GPU property: the read would be a sync).
         """
         ts = self._timesteps
+        if _xp.compiling() and _xp.is_torch(timestep):
+            # reading the value, or the view's offset, would break the graph: a compiled loop
+            # starts at the first call (set_begin_index() starts it elsewhere), which the
+            # device checks without a sync
+            torch = _xp.torch_module()
+            assert torch is not None  # a tensor was given
+            torch._assert_async(
+                timestep == self._first_timestep,
+                "a compiled loop starts at scheduler.timesteps[0]; call set_begin_index() to "
+                "start it elsewhere",
+            )
+            return 0
         if (
             getattr(timestep, "_base", None) is ts
             and timestep.ndim == 0
@@ -269,6 +290,21 @@ class SchedulerLoop(Generic[S]):
                 "batch (call set_timesteps() to start a new loop for another batch)."
             )
         return k
+
+    def _levels(self, i: int, like: Any) -> Any:
+        """Step ``i``'s levels: its record in :meth:`LoopSchedule.steps`, of Python floats.
+
+        Under ``torch.compile`` the same values as 0-d float64 tensors on ``like``'s device,
+        indexed from a table built in the graph: the step index then stays symbolic, so a
+        compiled ``step`` is not recompiled for every step (a GPU property: a constant table
+        on the device, no host input that would keep CUDA graphs off).
+        """
+        if not _xp.compiling():
+            return self._steps[i]
+        torch = _xp.torch_module()
+        assert torch is not None  # compiling
+        table = torch.tensor(self._steps, dtype=torch.float64, device=like.device)
+        return type(self._steps[0])(*table[i].unbind())
 
     def _noising_indices(
         self, samples_name: str, samples: Any, noise: Any, timesteps_name: str, timesteps: Any

@@ -60,10 +60,13 @@ def _level_like(sigma: SigmaLike, x: Any) -> Any:
     """Broadcast a noise level over ``x``.
 
     A scalar becomes a Python float (the sample's dtype wins, and torch reads it without a
-    device copy); an array of shape ``(B,)`` takes ``x``'s type, dtype and device.
+    device copy); an array of shape ``(B,)`` takes ``x``'s type, dtype and device. Under
+    ``torch.compile`` a 0-d tensor stays one (reading it would break the graph).
     """
+    if type(sigma) is float:  # (a NumPy float64 would not be weak: made a float below)
+        return sigma
     if isinstance(sigma, float) or getattr(sigma, "ndim", 0) == 0:
-        return float(sigma)
+        return sigma if _xp.compiling() and _xp.is_torch(sigma) else float(sigma)
     return append_dims(_xp.like(sigma, x), x.ndim)
 
 

@@ -38,6 +38,12 @@ def is_torch(x: object) -> bool:
     return torch is not None and isinstance(x, torch.Tensor)
 
 
+def compiling() -> bool:
+    """Return whether the code runs under ``torch.compile`` (Dynamo is tracing it)."""
+    torch = torch_module()
+    return torch is not None and torch.compiler.is_compiling()
+
+
 def to_float(x: object) -> float:
     """Convert a Python/NumPy number or a one-element array/tensor to a Python float.
 

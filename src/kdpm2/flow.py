@@ -17,7 +17,7 @@ import dataclasses
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, NamedTuple
 
 import numpy as np
 
@@ -47,6 +47,7 @@ __all__ = [
     "FlowMatchKDPM2AncestralDiscreteScheduler",
     "FlowMatchKDPM2AncestralSchedulerCore",
     "FlowSchedule",
+    "FlowStepLevels",
     "flow_sigmas",
     "make_flow_schedule",
 ]
@@ -166,6 +167,16 @@ def flow_sigmas(
     return np.asarray(s).astype(np.float32), given_t
 
 
+class FlowStepLevels(NamedTuple):
+    """One flow step's levels as Python floats (see :class:`kdpm2.schedule.StepLevels`)."""
+
+    sigma: float
+    sigma_mid: float
+    sigma_down: float
+    renoise: float
+    scale: float
+
+
 @dataclass(frozen=True, slots=True)
 class FlowSchedule(FrozenTables):
     """Pure float64 tables of a flow DPM2-ancestral schedule of ``N`` steps.
@@ -194,6 +205,11 @@ class FlowSchedule(FrozenTables):
     def call_sigmas(self) -> np.ndarray:
         """The noise level of the sample at each model call, shape ``(2N - 1,)``."""
         return interleave(self.sigmas[:-1], self.sigmas_mid[:-1])
+
+    def steps(self) -> list[FlowStepLevels]:
+        """Return the per-step tables row by row, as Python floats: ``steps()[i]`` is step ``i``."""
+        columns = (self.sigmas[:-1], self.sigmas_mid, self.sigmas_down, self.renoise, self.scales)
+        return [FlowStepLevels(*row) for row in zip(*(c.tolist() for c in columns), strict=True)]
 
 
 def make_flow_schedule(
@@ -460,19 +476,18 @@ class FlowMatchKDPM2AncestralSchedulerCore(SchedulerLoop[FlowSchedule]):
         assert sch is not None  # built by _call_index
         # Algorithm 2 over two calls, as in KDPM2AncestralDiscreteScheduler.step; the slope
         # dx/ds of x_s = (1 - s) x0 + s noise is the velocity noise - x0
-        i, second_half = divmod(k, 2)
-        sigma, sigma_mid = sch.sigmas.item(i), sch.sigmas_mid.item(i)
-        level = sigma_mid if second_half else sigma  # the noise level of `sample`
+        i, second_half = k // 2, k % 2  # (divmod breaks a compiled graph)
+        step = self._levels(i, sample)
+        level = step.sigma_mid if second_half else step.sigma  # the noise level of `sample`
         d = v if sch.velocity_sign > 0 else -v
         if not second_half:
-            prev = _math.euler_half_step(x, d, sigma, sigma_mid)
+            prev = _math.euler_half_step(x, d, step.sigma, step.sigma_mid)
         else:
-            prev = _math.midpoint_step(self.sample, d, sigma, sch.sigmas_down.item(i))
-            scale = sch.scales.item(i)
-            std = self.config["s_noise"] * sch.renoise.item(i)
-            if scale != 1.0:
-                prev *= scale  # prev is a fresh array
-            if std > 0.0:  # no draw at eta = 0
+            prev = _math.midpoint_step(self.sample, d, step.sigma, step.sigma_down)
+            std = self.config["s_noise"] * step.renoise
+            if not isinstance(step.scale, float) or step.scale != 1.0:
+                prev *= step.scale  # prev is a fresh array
+            if self._draws(i, std):  # no draw at eta = 0
                 prev = _math.add_scaled(prev, noise.draw(prev, generator), std, in_place=True)
         self.sample = None if second_half else x
         self._step_index = k + 1
@@ -482,6 +497,18 @@ class FlowMatchKDPM2AncestralSchedulerCore(SchedulerLoop[FlowSchedule]):
         return KDPM2AncestralDiscreteSchedulerOutput.deferred(
             out, lambda: _xp.cast(_math.add_scaled(x, d, -level), model_output.dtype)
         )
+
+    def _draws(self, i: int, std: Any) -> bool:
+        """Whether the second half of step ``i`` draws noise: where its std is positive.
+
+        Under ``torch.compile`` (``std`` a tensor) the answer comes from the host table; when
+        every step agrees it does not depend on ``i``, which then stays symbolic.
+        """
+        if isinstance(std, float):
+            return std > 0.0
+        s_noise = self.config["s_noise"]
+        each = [s_noise * step.renoise > 0.0 for step in self._steps[:-1]]
+        return each[0] if all(each) or not any(each) else each[i]
 
     def scale_noise(self, sample: A, timestep: Any, noise: A) -> A:
         """Noise clean samples to a timestep's level: ``sigma * noise + (1 - sigma) * sample``.

@@ -20,7 +20,7 @@ import functools
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
-from typing import Any, Literal, get_args
+from typing import Any, Literal, NamedTuple, get_args
 
 import numpy as np
 
@@ -35,6 +35,7 @@ __all__ = [
     "PredictionType",
     "Schedule",
     "ScheduleConfig",
+    "StepLevels",
     "TimestepSpacing",
     "TrainSchedule",
     "ancestral_split_table",
@@ -150,6 +151,22 @@ class TrainSchedule(FrozenTables):
     log_sigmas: np.ndarray
 
 
+class StepLevels(NamedTuple):
+    """One step's levels as Python floats: what the scheduler's two calls of step ``i`` read.
+
+    Python floats reach the arithmetic with no host read of an array per call, so a compiled
+    loop keeps them as constants (a NumPy scalar read becomes a data-dependent ``item()`` that
+    breaks the graph).
+    """
+
+    sigma: float
+    sigma_mid: float
+    sigma_down: float
+    sigma_up: float
+    scale_start: float  # what scale_model_input divides by at the step's start
+    scale_mid: float  # ... and at its midpoint
+
+
 @dataclass(frozen=True, slots=True)
 class Schedule(FrozenTables):
     """The tables one sampling run reads, for ``N = num_inference_steps`` steps.
@@ -198,6 +215,12 @@ class Schedule(FrozenTables):
         ``sigmas[i]`` at call ``2i`` (a step's start), ``sigmas_mid[i]`` at call ``2i + 1``.
         """
         return interleave(self.sigmas[:-1], self.sigmas_mid[:-1])
+
+    def steps(self) -> list[StepLevels]:
+        """Return the per-step tables row by row, as Python floats: ``steps()[i]`` is step ``i``."""
+        columns = (self.sigmas[:-1], self.sigmas_mid, self.sigmas_down, self.sigmas_up)
+        columns += (self.input_scales[:, 0], self.input_scales[:, 1])
+        return [StepLevels(*row) for row in zip(*(c.tolist() for c in columns), strict=True)]
 
     def expanded(self, table: np.ndarray) -> np.ndarray:
         """Repeat a per-step table the way diffusers lays out its ``sigmas`` attribute.

@@ -249,9 +249,8 @@ class KDPM2AncestralSchedulerCore(SchedulerLoop[Schedule]):
         ):
             check_array("sample", sample)  # raises, naming what was given
         k = self._step_index = self._call_index(timestep, "scale_model_input")
-        sch = self._schedule
-        assert sch is not None  # built by _call_index
-        return sample / sch.input_scales.item(*divmod(k, 2))  # step k // 2, its half k % 2
+        step = self._levels(k // 2, sample)
+        return sample / (step.scale_mid if k % 2 else step.scale_start)
 
     def step(
         self,
@@ -302,14 +301,12 @@ class KDPM2AncestralSchedulerCore(SchedulerLoop[Schedule]):
         if isinstance(sample, np.ndarray) and model_output.dtype != sample.dtype:
             # NumPy: the sample's dtype wins (on tensors the arithmetic promotes, as diffusers)
             model_output = model_output.astype(sample.dtype)
-        sch = self._schedule
-        assert sch is not None  # built by _call_index
         # Algorithm 2 over two calls: call 2i starts step i at sigma (an Euler half-step to the
         # log midpoint), call 2i + 1 evaluates the model there (the midpoint step from the
         # step's start to sigma_down, then fresh noise). The last step is one Euler call to 0.
-        i, second_half = divmod(k, 2)
-        sigma, sigma_mid = sch.sigmas.item(i), sch.sigmas_mid.item(i)
-        level = sigma_mid if second_half else sigma  # the noise level of `sample`
+        i, second_half = k // 2, k % 2  # (divmod breaks a compiled graph)
+        step = self._levels(i, sample)
+        level = step.sigma_mid if second_half else step.sigma  # the noise level of `sample`
         prediction_type = self.config["prediction_type"]
         if prediction_type == "epsilon":  # d = (x - x0) / sigma is the predicted noise itself
             x0, d = None, model_output
@@ -317,12 +314,12 @@ class KDPM2AncestralSchedulerCore(SchedulerLoop[Schedule]):
             x0 = _math.predict_x0(model_output, sample, level, prediction_type)
             d = _math.to_d(sample, level, x0)
         if not second_half:
-            prev = _math.euler_half_step(sample, d, sigma, sigma_mid)
+            prev = _math.euler_half_step(sample, d, step.sigma, step.sigma_mid)
         else:
-            prev = _math.midpoint_step(self.sample, d, sigma, sch.sigmas_down.item(i))
+            prev = _math.midpoint_step(self.sample, d, step.sigma, step.sigma_down)
             # drawn even when its std is 0, as diffusers draws it (the generator advances)
             fresh = noise.draw(model_output, generator)
-            std = self.config["s_noise"] * sch.sigmas_up.item(i)
+            std = self.config["s_noise"] * step.sigma_up
             prev = _math.add_scaled(prev, fresh, std, in_place=True)
         self.sample = None if second_half else sample
         self._step_index = k + 1
