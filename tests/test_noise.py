@@ -139,3 +139,50 @@ def test_sample_generators_give_a_sample_the_same_noise_in_any_batch(backend):
     np.testing.assert_array_equal(np.asarray(single[0]), np.asarray(batch[3]))
     other = draw(like, sample_generators(12, [13], backend))
     assert not np.array_equal(np.asarray(single), np.asarray(other))
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16", "bfloat16"])
+@pytest.mark.parametrize("shape", [(3,), (2, 5), (3, 4, 8, 8)], ids=str)
+def test_torch_noise_is_randn_for_one_generator_a_list_and_the_global_rng(dtype, shape):
+    """Host noise is drawn into one buffer in place: the numbers of ``torch.randn`` whole (one
+    generator, or the global RNG) and per sample (a list), below and above the 16 values where
+    torch's normal kernel changes path."""
+    torch = pytest.importorskip("torch")
+    dt = getattr(torch, dtype)
+    like = torch.zeros(shape, dtype=dt)
+    one = draw(like, torch.Generator().manual_seed(5))
+    assert torch.equal(
+        one, torch.randn(shape, generator=torch.Generator().manual_seed(5), dtype=dt)
+    )
+    gens = [torch.Generator().manual_seed(10 + i) for i in range(shape[0])]
+    each = draw(like, gens)
+    want = [
+        torch.randn((1, *shape[1:]), generator=torch.Generator().manual_seed(10 + i), dtype=dt)
+        for i in range(shape[0])
+    ]
+    assert torch.equal(each, torch.cat(want))
+    torch.manual_seed(3)
+    drawn = draw(like)
+    torch.manual_seed(3)
+    assert torch.equal(drawn, torch.randn(shape, dtype=dt))
+
+
+def test_cpu_generator_noise_reaches_a_cuda_sample_without_a_sync():
+    """A CPU generator (what ``torch.manual_seed`` returns) with CUDA latents: drawn on the host
+    into pinned memory and copied asynchronously, with the numbers of ``randn`` on the CPU."""
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA device")
+    like = torch.zeros(2, 4, 8, 8, device="cuda")
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        one = draw(like, torch.Generator().manual_seed(1))
+        each = draw(like, [torch.Generator().manual_seed(2), torch.Generator().manual_seed(3)])
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert torch.equal(
+        one.cpu(), torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(1))
+    )
+    assert torch.equal(
+        each[1:].cpu(), torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(3))
+    )

@@ -88,9 +88,13 @@ def like(value: Any, x: Any) -> Any:
     if is_torch(x):
         torch = torch_module()
         assert torch is not None
-        if isinstance(value, torch.Tensor):
-            return value.to(device=x.device, dtype=x.dtype)
-        return torch.as_tensor(np.asarray(value), device=x.device).to(x.dtype)
+        if not isinstance(value, torch.Tensor):
+            value = torch.as_tensor(np.asarray(value))
+        if x.device.type == "cuda" and value.device.type == "cpu":
+            # a copy from pinned memory is queued without waiting for the device (a GPU
+            # property: no sync per step for per-sample levels)
+            value = value.pin_memory().to(x.device, non_blocking=True)
+        return value.to(device=x.device, dtype=x.dtype)
     if is_torch(value):
         value = value.detach().cpu().numpy()
     return np.asarray(value, dtype=x.dtype)

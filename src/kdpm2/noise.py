@@ -141,15 +141,44 @@ def draw(like: Any, generator: Any = None) -> Any:
     assert torch is not None
     device: Any = like.device
     first: Any = gens[0] if many else gens
-    rand_device: Any = device
-    if device.type != "cpu" and first is not None and first.device.type == "cpu":
-        rand_device = torch.device("cpu")
+    if device.type == "cpu" or (first is not None and first.device.type == "cpu"):
+        # drawn on the host (a CPU generator serves samples anywhere, as in diffusers)
+        return _host_to(_draw_host(like, gens if many else [gens]), device)
     if many:
         one = (1, *like.shape[1:])
-        parts = [torch.randn(one, generator=g, device=rand_device, dtype=like.dtype) for g in gens]
-        return torch.cat(parts, dim=0).to(device)
-    noise = torch.randn(tuple(like.shape), generator=gens, device=rand_device, dtype=like.dtype)
-    return noise if rand_device is device else noise.to(device)
+        parts = [torch.randn(one, generator=g, device=device, dtype=like.dtype) for g in gens]
+        return torch.cat(parts, dim=0)
+    return torch.randn(tuple(like.shape), generator=gens, device=device, dtype=like.dtype)
+
+
+def _draw_host(like: Any, gens: Sequence[Any]) -> Any:
+    """Draw host noise shaped like ``like``: with one generator whole, else one sample each.
+
+    ``torch.randn`` is ``empty(...).normal_(generator)``; filling one buffer in place gives
+    the same numbers with no concatenation, and the buffer is pinned where it is bound for a
+    CUDA device (see :func:`_host_to`).
+    """
+    torch = _xp.torch_module()
+    assert torch is not None
+    pin = like.device.type == "cuda"
+    noise = torch.empty(tuple(like.shape), dtype=like.dtype, pin_memory=pin)
+    if len(gens) == 1:
+        return noise.normal_(generator=gens[0])
+    for row, g in zip(noise, gens, strict=True):
+        row.unsqueeze(0).normal_(generator=g)
+    return noise
+
+
+def _host_to(noise: Any, device: Any) -> Any:
+    """Move host noise to ``device``; from pinned memory without blocking the host.
+
+    A GPU property: a copy from pageable memory waits for the device (a sync per ancestral
+    step with a CPU generator); one from pinned memory is queued on the stream, and torch's
+    host allocator keeps the buffer until the copy is done.
+    """
+    if device.type == "cpu":
+        return noise
+    return noise.to(device, non_blocking=noise.is_pinned())
 
 
 def sample_seed(seed: int, index: int) -> int:
