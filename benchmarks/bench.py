@@ -198,11 +198,21 @@ def ratio_quartiles(num: list[float], den: list[float]) -> tuple[float, float]:
 
 # ------------------------------------------------------------------------------ the loops
 def kdpm2_like_loop(state: tuple[Any, Any, Any]) -> Any:
-    """The diffusers pipeline loop with an instant model (works for kdpm2 and diffusers)."""
+    """A custom loop that reads ``.prev_sample`` (works for kdpm2 and diffusers)."""
     sch, x, gen = state
     for t in sch.timesteps:
         model_input = sch.scale_model_input(x, t)
         x = sch.step(model_input, t, x, generator=gen).prev_sample
+    return x
+
+
+def pipeline_loop(state: tuple[Any, Any, Any]) -> Any:
+    """The diffusers pipeline loop with an instant model: ``return_dict=False``, which hands
+    back ``pred_original_sample`` too, so the scheduler computes x0 on every call."""
+    sch, x, gen = state
+    for t in sch.timesteps:
+        model_input = sch.scale_model_input(x, t)
+        x = sch.step(model_input, t, x, generator=gen, return_dict=False)[0]
     return x
 
 
@@ -221,6 +231,7 @@ class LimitPlan:
     scale: list[float]
     dt: list[float]
     up: list[float]
+    sigma: list[float]  # the noise level of the sample at each call (for x0)
 
     @classmethod
     def from_schedule(cls, schedule: kdpm2.Schedule) -> LimitPlan:
@@ -230,6 +241,7 @@ class LimitPlan:
             [float(schedule.input_scales[i, h]) for i, h in calls],
             [float((down[i] if h else mid[i]) - sigmas[i]) for i, h in calls],
             [float(schedule.sigmas_up[i]) if h else 0.0 for i, h in calls],
+            [float(mid[i] if h else sigmas[i]) for i, h in calls],
         )
 
 
@@ -251,6 +263,28 @@ def _torch_limit_loop(state: tuple[LimitPlan, Any, Any, Any]) -> Any:
         else:
             x = torch.add(base, model_output, alpha=dt)
             x.add_(torch.randn(shape, generator=gen, dtype=dtype), alpha=up)
+    return x
+
+
+def _torch_limit_x0_loop(state: tuple[LimitPlan, Any, Any, Any]) -> Any:
+    """:func:`_torch_limit_loop` plus what the pipeline path adds: one fused add per call for
+    the denoised estimate ``x0 = x - sigma * model_output``, which ``return_dict=False``
+    returns."""
+    plan, timesteps, x, gen = state
+    base = x
+    shape, dtype = x.shape, x.dtype
+    for k, (_, scale, dt, up, sigma) in enumerate(
+        zip(timesteps, plan.scale, plan.dt, plan.up, plan.sigma, strict=True)
+    ):
+        model_output = torch.div(x, scale)
+        x0 = torch.add(x, model_output, alpha=-sigma)
+        if k % 2 == 0:
+            base = x
+            x = torch.add(x, model_output, alpha=dt)
+        else:
+            x = torch.add(base, model_output, alpha=dt)
+            x.add_(torch.randn(shape, generator=gen, dtype=dtype), alpha=up)
+        del x0
     return x
 
 
@@ -415,9 +449,10 @@ def _row(
     other: str,
     kind: str,
     target: float | None,
+    mine: str = "kdpm2",
     **extra: Any,
 ) -> Row:
-    k, o = times["kdpm2"], times[other]
+    k, o = times[mine], times[other]
     num, den = (o, k) if kind == "speedup" else (k, o)
     return Row(
         name,
@@ -486,7 +521,7 @@ def bench_torch_loop(shape: tuple[int, ...], reps: int) -> list[Row]:
     k_sch.set_timesteps(STEPS)
     plan = LimitPlan.from_schedule(k_sch.schedule)
     plan_0d = LimitPlan(
-        list(torch.tensor(plan.scale, dtype=torch.float32).unbind()), plan.dt, plan.up
+        list(torch.tensor(plan.scale, dtype=torch.float32).unbind()), plan.dt, plan.up, plan.sigma
     )
     x_init = x0 * float(k_sch.init_noise_sigma)
 
@@ -500,6 +535,13 @@ def bench_torch_loop(shape: tuple[int, ...], reps: int) -> list[Row]:
     cases = {
         "kdpm2": Case(kdpm2_like_loop, sched_setup(k_sch), number=1),
         "diffusers": Case(kdpm2_like_loop, sched_setup(d_sch), number=1),
+        "kdpm2 pipeline": Case(pipeline_loop, sched_setup(k_sch), number=1),
+        "diffusers pipeline": Case(pipeline_loop, sched_setup(d_sch), number=1),
+        "limit+x0": Case(
+            _torch_limit_x0_loop,
+            lambda: (plan, k_sch.timesteps, x_init, torch.Generator().manual_seed(0)),
+            number=1,
+        ),
         "limit": Case(
             _torch_limit_loop,
             lambda: (plan, k_sch.timesteps, x_init, torch.Generator().manual_seed(0)),
@@ -523,7 +565,10 @@ def bench_torch_loop(shape: tuple[int, ...], reps: int) -> list[Row]:
     with torch.no_grad():
         times = race(cases, reps, 0.0)
     speed_target, limit_target = _TORCH_TARGETS.get(tuple(shape), (None, None))
+    pipe = f"torch pipeline loop {shape}"
     return [
+        _row(pipe, times, "diffusers pipeline", "speedup", speed_target, "kdpm2 pipeline"),
+        _row(pipe, times, "limit+x0", "overhead", limit_target, "kdpm2 pipeline"),
         _row(f"torch loop {shape}", times, "diffusers", "speedup", speed_target, **check),
         _row(f"torch loop {shape}", times, "limit", "overhead", limit_target),
         _row(f"torch loop {shape}", times, "limit-0d", "overhead", None),

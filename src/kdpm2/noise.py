@@ -140,27 +140,31 @@ def draw(like: Any, generator: Any = None) -> Any:
     torch = _xp.torch_module()
     assert torch is not None
     device: Any = like.device
+    kind = device.type
     first: Any = gens[0] if many else gens
-    if device.type == "cpu" or (first is not None and first.device.type == "cpu"):
-        # drawn on the host (a CPU generator serves samples anywhere, as in diffusers)
-        return _host_to(_draw_host(like, gens if many else [gens]), device)
-    if many:
-        one = (1, *like.shape[1:])
-        parts = [torch.randn(one, generator=g, device=device, dtype=like.dtype) for g in gens]
-        return torch.cat(parts, dim=0)
-    return torch.randn(tuple(like.shape), generator=gens, device=device, dtype=like.dtype)
+    if kind != "cpu" and (first is None or first.device.type != "cpu"):
+        if many:  # drawn where the sample lives
+            one = (1, *like.shape[1:])
+            parts = [torch.randn(one, generator=g, device=device, dtype=like.dtype) for g in gens]
+            return torch.cat(parts, dim=0)
+        return torch.randn(tuple(like.shape), generator=gens, device=device, dtype=like.dtype)
+    # drawn on the host (a CPU generator serves samples anywhere, as in diffusers)
+    pin = kind == "cuda"
+    if many or pin:
+        return _to_device(_draw_host(like, gens if many else [gens], pin), device)
+    noise = torch.randn(like.shape, generator=gens, dtype=like.dtype)
+    return noise if kind == "cpu" else noise.to(device)
 
 
-def _draw_host(like: Any, gens: Sequence[Any]) -> Any:
-    """Draw host noise shaped like ``like``: with one generator whole, else one sample each.
+def _draw_host(like: Any, gens: Sequence[Any], pin: bool) -> Any:
+    """Draw host noise shaped like ``like`` in one buffer: whole, or a sample per generator.
 
-    ``torch.randn`` is ``empty(...).normal_(generator)``; filling one buffer in place gives
-    the same numbers with no concatenation, and the buffer is pinned where it is bound for a
-    CUDA device (see :func:`_host_to`).
+    ``torch.randn`` is ``empty(...).normal_(generator)``, so filling the buffer in place gives
+    its numbers with no concatenation; ``pin`` puts the buffer in pinned memory, for a copy
+    that does not block (see :func:`_to_device`).
     """
     torch = _xp.torch_module()
     assert torch is not None
-    pin = like.device.type == "cuda"
     noise = torch.empty(tuple(like.shape), dtype=like.dtype, pin_memory=pin)
     if len(gens) == 1:
         return noise.normal_(generator=gens[0])
@@ -169,7 +173,7 @@ def _draw_host(like: Any, gens: Sequence[Any]) -> Any:
     return noise
 
 
-def _host_to(noise: Any, device: Any) -> Any:
+def _to_device(noise: Any, device: Any) -> Any:
     """Move host noise to ``device``; from pinned memory without blocking the host.
 
     A GPU property: a copy from pageable memory waits for the device (a sync per ancestral
