@@ -141,7 +141,7 @@ def test_a_compiled_step_compiles_a_few_times_whatever_the_step_count(
         sch.set_timesteps(steps)  # a second loop on the same schedule compiles nothing new
         _loop(sch, x, generator(), step)
         assert counter.frame_count == counts[-1]
-    assert counts[0] == counts[1] <= (6 if seeded else 4), counts
+    assert counts[0] == counts[1] <= (8 if seeded else 4), counts  # (a draw adds resume frames)
 
 
 @pytest.mark.parametrize("kind", KINDS)

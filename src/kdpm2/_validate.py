@@ -442,10 +442,20 @@ def check_step_inputs(model_output: Any, sample: Any, generator: Any) -> None:
     ValueError
         Shapes that differ, or a list of generators whose length is not the batch size.
     """
+    torch = _xp.torch_module()
+    if (  # a pipeline's call, every check below in one expression (about 1 us less per call)
+        torch is not None
+        and type(sample) is torch.Tensor
+        and type(model_output) is torch.Tensor
+        and sample.is_floating_point()
+        and not model_output.is_complex()
+        and model_output.shape == sample.shape
+        and (generator is None or type(generator) is torch.Generator)
+    ):
+        return
     if isinstance(sample, np.ndarray):
         torch_in, ok = False, isinstance(model_output, np.ndarray)
     else:
-        torch = _xp.torch_module()
         torch_in = torch is not None and isinstance(sample, torch.Tensor)
         ok = torch is not None and torch_in and isinstance(model_output, torch.Tensor)
     if not ok:
