@@ -248,13 +248,15 @@ class SchedulerLoop(Generic[S]):
 
     def _call_index(self, timestep: Any, method: str) -> int:
         """Index of this model call in ``timesteps`` (a loop's start is found on its first call)."""
-        steps = (self._schedule or self.schedule).timesteps
+        if self._schedule is None:
+            self.schedule  # noqa: B018 - builds the default schedule on first use
+        calls = 2 * len(self._steps) - 1  # (a list: no NumPy read for a compiled loop to trace)
         k = self._step_index
         if k is None:
             k = self._begin_index if self._begin_index is not None else self._start_index(timestep)
-        if k >= len(steps):
+        if k >= calls:
             raise IndexError(
-                f"{method}() was called after the last timestep (all {len(steps)} calls of the "
+                f"{method}() was called after the last timestep (all {calls} calls of the "
                 f"{self.num_inference_steps}-step schedule are done); call set_timesteps() to "
                 "start a new loop."
             )
