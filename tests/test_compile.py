@@ -174,7 +174,9 @@ def test_a_compiled_loop_that_starts_mid_schedule_without_begin_index_raises() -
     torch.compile(late, fullgraph=True, backend="aot_eager")(_x())  # the documented way
 
 
-def test_eager_steps_read_python_floats() -> None:
-    # the eager path reads no array per call: the levels are Python floats
-    sch = _scheduler("diffusion")
-    assert all(type(v) is float for step in sch._steps for v in step)
+@pytest.mark.parametrize("kind", KINDS)
+def test_the_levels_a_step_reads_are_python_floats(kind: str) -> None:
+    # what an eager step reads per call: no array, so nothing a compiled loop must read back
+    steps = _scheduler(kind).schedule.steps()
+    assert len(steps) == STEPS
+    assert all(type(v) is float for step in steps for v in step)

@@ -459,7 +459,17 @@ class KDPM2AncestralDiscreteScheduler(KDPM2AncestralSchedulerCore, SchedulerMixi
     - **No device sync.** ``step`` reads only host-side tables: no ``.item()``, no
       ``nonzero()``. The start index needs no read either when the loop iterates over
       ``timesteps`` (the pipeline loop) or after ``set_begin_index``; any other first
-      timestep is looked up by value, which reads it once (``benchmarks/gpu_check.py``).
+      timestep is looked up by value, which reads it once. A CPU generator with CUDA
+      latents draws into pinned memory and copies without blocking, with the same numbers
+      (``benchmarks/gpu_check.py``, ``test_noise.py``).
+    - **torch.compile.** A step compiles without graph breaks and a pipeline loop compiles
+      whole (``fullgraph=True``); a compiled ``step`` is compiled a few times per loop, not
+      once per step (its levels then come from a table on the sample's device). Compiled
+      arithmetic rounds ``x + a * y`` twice where eager's ``torch.add(x, y, alpha=a)``
+      fuses it (diffusers' own eager rounding), so compiled numbers are the eager ones to
+      float rounding. A compiled loop without ``set_begin_index`` starts at
+      ``timesteps[0]``, checked on the device; diffusers looks its start up with a graph
+      break (``test_compile.py``).
     - **Extra config keys.** ``eta``, ``s_noise`` and ``discard_penultimate_sigma``; their
       defaults give diffusers' numbers. diffusers ignores them (with a logged warning) when
       its own class loads a config saved by kdpm2 (``test_config.py``).
