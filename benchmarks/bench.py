@@ -245,18 +245,21 @@ class LimitPlan:
         )
 
 
-def _torch_limit_loop(state: tuple[LimitPlan, Any, Any, Any]) -> Any:
+def _torch_limit_loop(state: tuple[LimitPlan, Any, Any, Any], with_x0: bool = False) -> Any:
     """Bare torch: per call one division (input scaling) and one fused add (the update); per
     ancestral step one seeded ``randn`` of the latent shape and one in-place fused add that puts
     the noise into the sample (the noise has to reach it somehow). Like the pipeline loop, it
-    iterates over the scheduler's ``timesteps`` tensor."""
+    iterates over the scheduler's ``timesteps`` tensor. ``with_x0`` adds the x0 add."""
     plan, timesteps, x, gen = state
     base = x
     shape, dtype = x.shape, x.dtype
-    for k, (_, scale, dt, up) in enumerate(
-        zip(timesteps, plan.scale, plan.dt, plan.up, strict=True)
+    for k, (_, scale, dt, up, sigma) in enumerate(
+        zip(timesteps, plan.scale, plan.dt, plan.up, plan.sigma, strict=True)
     ):
         model_output = torch.div(x, scale)
+        if with_x0:
+            x0 = torch.add(x, model_output, alpha=-sigma)
+            del x0
         if k % 2 == 0:
             base = x
             x = torch.add(x, model_output, alpha=dt)
@@ -270,22 +273,7 @@ def _torch_limit_x0_loop(state: tuple[LimitPlan, Any, Any, Any]) -> Any:
     """:func:`_torch_limit_loop` plus what the pipeline path adds: one fused add per call for
     the denoised estimate ``x0 = x - sigma * model_output``, which ``return_dict=False``
     returns."""
-    plan, timesteps, x, gen = state
-    base = x
-    shape, dtype = x.shape, x.dtype
-    for k, (_, scale, dt, up, sigma) in enumerate(
-        zip(timesteps, plan.scale, plan.dt, plan.up, plan.sigma, strict=True)
-    ):
-        model_output = torch.div(x, scale)
-        x0 = torch.add(x, model_output, alpha=-sigma)
-        if k % 2 == 0:
-            base = x
-            x = torch.add(x, model_output, alpha=dt)
-        else:
-            x = torch.add(base, model_output, alpha=dt)
-            x.add_(torch.randn(shape, generator=gen, dtype=dtype), alpha=up)
-        del x0
-    return x
+    return _torch_limit_loop(state, with_x0=True)
 
 
 def _numpy_limit_loop(state: tuple[LimitPlan, Any, Any, Any]) -> Any:
