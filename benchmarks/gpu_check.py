@@ -460,34 +460,36 @@ def main(argv: list[str] | None = None) -> int:
         failed = failed or not ok
         results["checks"][name] = {"ok": ok, "detail": detail}
         print(f"{'PASS' if ok else 'FAIL'}  {name}: {detail}")
-    try:
-        rows = time_loops(device, 5 if args.quick else 21)
-    except Exception as e:
-        failed = True
-        rows = []
-        traceback.print_exc()
-        print(f"FAIL  timing vs diffusers: {type(e).__name__}: {e}")
-    for r in rows:
-        print(
+    reps = 5 if args.quick else 21
+
+    def loop_line(r: dict[str, Any]) -> str:
+        return (
             f"loop {tuple(r['shape'])}: kdpm2 {r['kdpm2_median_s'] * 1e3:.2f} ms, diffusers "
             f"{r['diffusers_median_s'] * 1e3:.2f} ms, speedup {r['speedup']:.2f}x "
             f"(max |diff| {r['max_abs_diff_vs_diffusers']:.2g})"
         )
-    results["loops"] = rows
-    try:
-        device_rows = time_device(device, 5 if args.quick else 21)
-    except Exception as e:
-        failed = True
-        device_rows = []
-        traceback.print_exc()
-        print(f"FAIL  device time per call: {type(e).__name__}: {e}")
-    for r in device_rows:
-        print(
+
+    def device_line(r: dict[str, Any]) -> str:
+        return (
             f"device time per call {tuple(r['shape'])}: kdpm2 pipeline "
             f"{r['kdpm2_us_per_call']:.1f} us, bare kernels + x0 {r['limit_us_per_call']:.1f} us, "
             f"ratio {r['overhead']:.2f}"
         )
-    results["device_time"] = device_rows
+
+    timings = [
+        ("loops", "timing vs diffusers", time_loops, loop_line),
+        ("device_time", "device time per call", time_device, device_line),
+    ]
+    for key, title, timing, line in timings:
+        try:
+            rows = timing(device, reps)
+        except Exception as e:  # report, then fail once at the end
+            failed, rows = True, []
+            traceback.print_exc()
+            print(f"FAIL  {title}: {type(e).__name__}: {e}")
+        for r in rows:
+            print(line(r))
+        results[key] = rows
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")
     print(f"wrote {args.out}")
