@@ -180,3 +180,18 @@ def test_the_levels_a_step_reads_are_python_floats(kind: str) -> None:
     steps = _scheduler(kind).schedule.steps()
     assert len(steps) == STEPS
     assert all(type(v) is float for step in steps for v in step)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_loop_reading_prev_sample_compiles_whole(kind: str) -> None:
+    # the output object (with its deferred x0) and a v-prediction model trace too
+    config = {} if kind == "flow" else {"prediction_type": "v_prediction"}
+    sch = _scheduler(kind, **config)
+
+    def loop(x: Any) -> Any:
+        for t in sch.timesteps:
+            x = sch.step(_model(sch.scale_model_input(x, t), t), t, x).prev_sample
+        return x
+
+    explained = dynamo.explain(loop)(_x())
+    assert (explained.graph_count, explained.graph_break_count) == (1, 0), explained.break_reasons
